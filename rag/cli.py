@@ -1,0 +1,137 @@
+"""The `rag` command: a thin layer that parses input, calls the library and prints the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from rag.errors import RagError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ask your documents, offline.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure answer and retrieval quality.")
+app.add_typer(eval_app, name="eval")
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings(**overrides):
+    from rag.config import load_settings
+
+    return load_settings(**overrides)
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+@app.command()
+def index(
+    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+    force: bool = typer.Option(False, "--force", help="Re-embed everything."),
+    watch: bool = typer.Option(False, "--watch", help="Keep running and rebuild on changes."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Build or update the index from the documents folder (only changes are re-embedded)."""
+    from rag.indexer import build_index, watch as watch_seeds
+
+    settings = _settings(seeds_dir=seeds, index_dir=index_dir)
+    report = build_index(settings, force=force, progress=not as_json, warn=_warn)
+    _print_report(report, as_json)
+    if watch:
+        err.print(f"watching {settings.seeds_dir} for changes (Ctrl+C to stop)")
+        try:
+            watch_seeds(
+                settings,
+                lambda r: _print_report(r, as_json) if r.wrote else None,
+                on_error=lambda e: err.print(f"[red]error:[/] {e}", highlight=False),
+            )
+        except KeyboardInterrupt:
+            pass
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        keys = ("added", "changed", "removed", "unchanged", "chunks", "embedded_chunks", "seconds")
+        data = report.model_dump()
+        print(json.dumps({k: data[k] for k in keys} | {"skipped": data["skipped"]}), flush=True)
+        return
+    if report.full_rebuild_reason:
+        out.print(f"full rebuild: {report.full_rebuild_reason}")
+    for label in ("added", "changed", "removed"):
+        for path in getattr(report, label):
+            out.print(f"  {label:<9} {path}", highlight=False)
+    out.print(
+        f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
+        f"{len(report.unchanged)} unchanged; {report.chunks} chunks, "
+        f"{report.embedded_chunks} embedded this run; {report.seconds:.2f}s",
+        highlight=False,
+    )
+
+
+@app.command()
+def status(
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show what the index holds: documents, chunks, model, build time."""
+    from rag.pipeline import index_status
+
+    st = index_status(_settings(index_dir=index_dir))
+    if as_json:
+        print(st.model_dump_json())
+        return
+    out.print(
+        f"index      {st.index_dir}\n"
+        f"documents  {st.documents}\n"
+        f"chunks     {st.chunks}\n"
+        f"model      {st.embedding_model} ({st.dimension} dims)\n"
+        f"chunking   {st.chunk_tokens} tokens, {st.chunk_overlap} overlap\n"
+        f"built at   {st.built_at.isoformat(timespec='seconds')}",
+        highlight=False,
+    )
+
+
+def quiet_libraries() -> None:
+    """Keep third-party chatter (debug lines, weight-loading bars) out of the user's terminal."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("bm25s", "transformers", "sentence_transformers", "httpx", "faiss"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Entry point: run the app, turning product errors into one readable line and exit code 1."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
+    try:
+        app(standalone_mode=False)
+    except RagError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Settings: one pydantic-settings model, env prefix RAG_, read from `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.errors import ConfigError
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+RetrievalMode = Literal["dense", "bm25", "hybrid"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the product; see `.env.example` for the documented list."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # Indexing
+    seeds_dir: Path = Path("seeds")
+    index_dir: Path = Path("index")
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    embedding_batch_size: int = Field(32, ge=1, le=4096)
+    chunk_tokens: int = Field(180, ge=16, le=8192)
+    chunk_overlap: int = Field(30, ge=0)
+    watch_debounce_ms: int = Field(800, ge=50)
+
+    # Retrieval
+    top_k: int = Field(5, ge=1, le=100)
+    retrieval_mode: RetrievalMode = "hybrid"
+    relevance_floor: float = Field(0.30, ge=-1.0, le=1.0)
+    max_question_chars: int = Field(2000, ge=10)
+
+    # Generation
+    generator: str = "auto"
+    llm_model_path: Path | None = None
+    llm_context_tokens: int = Field(4096, ge=512)
+    llm_max_tokens: int = Field(384, ge=16)
+    llm_threads: int | None = None
+    llm_temperature: float = Field(0.1, ge=0.0, le=2.0)
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout: float = Field(60.0, gt=0)
+    openai_retries: int = Field(2, ge=0, le=10)
+    answer_deadline: float = Field(180.0, gt=0)
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+    auth: SecretStr | None = None  # "user:password"
+    watch: bool = True
+
+    @field_validator("openai_base_url", "llm_model_path", "openai_api_key", "auth", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"RAG_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"RAG_CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        if self.auth is not None and ":" not in self.auth.get_secret_value():
+            raise ValueError("RAG_AUTH must look like user:password")
+        return self
+
+    def require_seeds_dir(self) -> Path:
+        """The seeds folder, or a ConfigError naming RAG_SEEDS_DIR."""
+        if not self.seeds_dir.is_dir():
+            raise ConfigError(
+                f"RAG_SEEDS_DIR: folder {str(self.seeds_dir)!r} does not exist; "
+                "create it or point RAG_SEEDS_DIR (or --seeds) at your documents"
+            )
+        return self.seeds_dir
+
+    def auth_pair(self) -> tuple[str, str] | None:
+        if self.auth is None:
+            return None
+        user, _, password = self.auth.get_secret_value().partition(":")
+        return user, password
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from env/.env plus overrides, turning validation errors into one ConfigError."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if loc:
+            parts.append(f"RAG_{loc[0].upper()}: {msg}")
+        else:
+            parts.append(msg)
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,198 @@
+"""Find and read documents in the seeds folder: txt, md, html (text only) and pdf (pages kept)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.errors import LoaderError
+from rag.types import Document
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt": "txt", ".md": "md", ".markdown": "md", ".rst": "txt"}
+HTML_SUFFIXES = {".html": "html", ".htm": "html"}
+PDF_SUFFIXES = {".pdf": "pdf"}
+SUPPORTED = {**TEXT_SUFFIXES, **HTML_SUFFIXES, **PDF_SUFFIXES}
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A candidate file in the seeds folder: relative path and absolute path."""
+
+    rel: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Skip:
+    rel: str
+    reason: str
+
+
+def scan(seeds_dir: Path) -> tuple[list[SourceFile], list[Skip]]:
+    """List supported files under seeds_dir (sub-folders included), and what was skipped and why.
+
+    Hidden files and folders are ignored silently-but-reported; symlinks that leave the folder
+    are not followed.
+    """
+    root = seeds_dir.resolve()
+    files: list[SourceFile] = []
+    skips: list[Skip] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        base = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = base / name
+            rel = path.relative_to(root).as_posix()
+            if name.startswith("."):
+                skips.append(Skip(rel, "hidden file"))
+                continue
+            if path.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    skips.append(Skip(rel, "broken symlink"))
+                    continue
+                if not target.is_relative_to(root):
+                    skips.append(Skip(rel, "symlink pointing outside the seeds folder"))
+                    continue
+            suffix = path.suffix.lower()
+            if suffix not in SUPPORTED:
+                skips.append(Skip(rel, f"unsupported type {suffix or '(no extension)'}"))
+                continue
+            files.append(SourceFile(rel, path))
+    return files, skips
+
+
+def read_bytes(source: SourceFile) -> bytes:
+    try:
+        size = source.path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise LoaderError(
+                f"{source.rel}: {size / 1e6:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB limit"
+            )
+        return source.path.read_bytes()
+    except LoaderError:
+        raise
+    except FileNotFoundError:
+        raise LoaderError(f"{source.rel}: file disappeared while indexing") from None
+    except PermissionError:
+        raise LoaderError(f"{source.rel}: permission denied") from None
+    except OSError as exc:
+        raise LoaderError(f"{source.rel}: cannot read ({exc.strerror or exc})") from None
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode_text(data: bytes) -> str:
+    """Decode bytes as UTF-8, falling back to detection, never raising."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        text = str(best) if best is not None else data.decode("utf-8", errors="replace")
+    # Normalise newlines so character offsets and line numbers agree with what editors show.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def looks_binary(data: bytes) -> bool:
+    sample = data[:8192]
+    if b"\x00" in sample:
+        return True
+    if not sample:
+        return False
+    control = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27))
+    return control / len(sample) > 0.10
+
+
+def _load_text(data: bytes) -> tuple[str, tuple[int, ...]]:
+    return decode_text(data), ()
+
+
+def _load_html(data: bytes) -> tuple[str, tuple[int, ...]]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(decode_text(data), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "head"]):
+        tag.decompose()
+    lines = [line.strip() for line in soup.get_text("\n").splitlines()]
+    text = "\n".join(line for line in lines if line)
+    return text, ()
+
+
+def _load_pdf(data: bytes) -> tuple[str, tuple[int, ...]]:
+    import io
+
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [(page.extract_text() or "").replace("\r\n", "\n").strip() for page in reader.pages]
+    except Exception as exc:  # pypdf raises many types on damaged files
+        raise LoaderError(f"not a readable PDF ({type(exc).__name__}: {exc})") from None
+    starts: list[int] = []
+    text = ""
+    for page in pages:
+        if text:
+            text += "\n\n"
+        starts.append(len(text))
+        text += page
+    return text, tuple(starts)
+
+
+PARSERS: dict[str, Callable[[bytes], tuple[str, tuple[int, ...]]]] = {
+    "txt": _load_text,
+    "md": _load_text,
+    "html": _load_html,
+    "pdf": _load_pdf,
+}
+
+
+def parse(source: SourceFile, data: bytes) -> Document:
+    """Turn a file's bytes into a Document, or raise LoaderError saying why not."""
+    kind = SUPPORTED[source.path.suffix.lower()]
+    if kind != "pdf" and looks_binary(data):
+        raise LoaderError(f"{source.rel}: looks like a binary file, not {kind} text")
+    try:
+        text, pages = PARSERS[kind](data)
+    except LoaderError as exc:
+        raise LoaderError(f"{source.rel}: {exc}") from None
+    return Document(
+        path=source.rel, text=text, content_hash=content_hash(data), kind=kind, page_starts=pages
+    )
+
+
+def load(source: SourceFile) -> Document:
+    return parse(source, read_bytes(source))
+
+
+def load_documents(seeds_dir: Path) -> Iterator[Document | Skip]:
+    """Every document in the folder, or a Skip for what could not be used."""
+    files, skips = scan(seeds_dir)
+    yield from skips
+    for source in files:
+        try:
+            yield load(source)
+        except LoaderError as exc:
+            yield Skip(source.rel, str(exc).removeprefix(f"{source.rel}: "))
+
+
+def document_text(seeds_dir: Path, rel: str) -> str:
+    """The text of one indexed document, as the chunker saw it (for quote checks and the viewer)."""
+    root = seeds_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise LoaderError(f"{rel}: outside the seeds folder")
+    return load(SourceFile(rel, path)).text

@@ -1,0 +1,270 @@
+"""The index on disk: immutable build folders, an atomically swapped CURRENT pointer, checksums.
+
+Layout::
+
+    index/CURRENT                 name of the build in use (replaced with os.replace)
+    index/builds/<name>/          manifest.json, vectors.faiss, chunks.jsonl, bm25/
+    index/.lock                   held by whoever is building
+
+A build is written to ``builds/.tmp-<name>``, fsynced, renamed, and only then does CURRENT move,
+so a build killed at any moment leaves the previous one loadable and correct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.types import Chunk, Manifest
+
+SCHEMA_VERSION = 1
+CURRENT = "CURRENT"
+BUILDS = "builds"
+MANIFEST = "manifest.json"
+VECTORS = "vectors.faiss"
+CHUNKS = "chunks.jsonl"
+BM25_DIR = "bm25"
+KEEP_BUILDS = 2
+
+
+@dataclass
+class LoadedIndex:
+    """A build read into memory; immutable once loaded, so readers never see a half-built one."""
+
+    name: str
+    manifest: Manifest
+    chunks: list[Chunk]
+    faiss_index: object
+    bm25: object | None
+    by_id: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_id = {c.id: i for i, c in enumerate(self.chunks)}
+
+    def vectors(self) -> np.ndarray:
+        n = len(self.chunks)
+        if n == 0:
+            return np.zeros((0, self.manifest.dimension), dtype=np.float32)
+        return self.faiss_index.reconstruct_n(0, n)  # type: ignore[attr-defined]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def current_build_name(index_dir: Path) -> str | None:
+    try:
+        name = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def read_manifest(index_dir: Path) -> Manifest | None:
+    """The manifest of the build in use, or None when there is no index."""
+    name = current_build_name(index_dir)
+    if name is None:
+        return None
+    path = index_dir / BUILDS / name / MANIFEST
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexCorruptError(
+            f"index at {index_dir} points to build {name!r} which is missing; "
+            "run `rag index --force` to rebuild"
+        ) from None
+    except ValueError as exc:
+        raise IndexCorruptError(
+            f"index manifest {path} cannot be read ({exc.__class__.__name__}); "
+            "run `rag index --force` to rebuild"
+        ) from None
+
+
+def load(index_dir: Path, *, verify: bool = True) -> LoadedIndex:
+    """Read the build in use, checking every file against the manifest's checksums."""
+    import faiss
+
+    manifest = read_manifest(index_dir)
+    if manifest is None:
+        raise IndexNotFoundError(f"no index in {index_dir}; run `rag index` to build it")
+    name = current_build_name(index_dir)
+    assert name is not None
+    folder = index_dir / BUILDS / name
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise IndexMismatchError(
+            f"index format {manifest.schema_version} is not the supported format "
+            f"{SCHEMA_VERSION}; run `rag index --force` to rebuild"
+        )
+    if verify:
+        for rel, digest in manifest.files.items():
+            path = folder / rel
+            if not path.is_file() or _sha256(path) != digest:
+                raise IndexCorruptError(
+                    f"index file {path} is missing or damaged (checksum mismatch); "
+                    "run `rag index --force` to rebuild"
+                )
+    try:
+        chunks = [
+            Chunk.model_validate_json(line)
+            for line in (folder / CHUNKS).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        index = faiss.read_index(str(folder / VECTORS))
+        bm25 = None
+        if chunks:
+            import bm25s
+
+            bm25 = bm25s.BM25.load(str(folder / BM25_DIR))
+    except Exception as exc:
+        raise IndexCorruptError(
+            f"index in {folder} cannot be read ({type(exc).__name__}: {exc}); "
+            "run `rag index --force` to rebuild"
+        ) from None
+    if index.ntotal != len(chunks) or len(chunks) != manifest.chunk_count:
+        raise IndexCorruptError(
+            f"index in {folder} is inconsistent ({index.ntotal} vectors, {len(chunks)} chunks); "
+            "run `rag index --force` to rebuild"
+        )
+    return LoadedIndex(name=name, manifest=manifest, chunks=chunks, faiss_index=index, bm25=bm25)
+
+
+def check_compatible(manifest: Manifest, *, embedding_model: str, chunk_tokens: int, chunk_overlap: int) -> None:
+    """Raise IndexMismatchError saying exactly what to do when settings and index disagree."""
+    problems = []
+    if manifest.embedding_model != embedding_model:
+        problems.append(
+            f"it was embedded with {manifest.embedding_model!r} but RAG_EMBEDDING_MODEL is "
+            f"{embedding_model!r}"
+        )
+    if (manifest.chunk_tokens, manifest.chunk_overlap) != (chunk_tokens, chunk_overlap):
+        problems.append(
+            f"it was chunked with RAG_CHUNK_TOKENS={manifest.chunk_tokens}, "
+            f"RAG_CHUNK_OVERLAP={manifest.chunk_overlap} but the settings say "
+            f"{chunk_tokens}, {chunk_overlap}"
+        )
+    if problems:
+        raise IndexMismatchError(
+            "the index does not match the settings: "
+            + "; ".join(problems)
+            + ". Run `rag index` to rebuild it, or restore the previous settings"
+        )
+
+
+def write_build(
+    index_dir: Path,
+    *,
+    manifest_fields: dict,
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+) -> Manifest:
+    """Write a complete build aside, then swap CURRENT to it. Returns the manifest written."""
+    import faiss
+
+    started = time.perf_counter()
+    builds = index_dir / BUILDS
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc)
+    name = f"{stamp.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+    tmp = builds / f".tmp-{name}"
+    tmp.mkdir()
+
+    dim = int(manifest_fields["dimension"])
+    index = faiss.IndexFlatIP(dim)  # inner product equals cosine on normalised vectors
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    faiss.write_index(index, str(tmp / VECTORS))
+    with (tmp / CHUNKS).open("w", encoding="utf-8") as fh:
+        for chunk in chunks:
+            fh.write(chunk.model_dump_json() + "\n")
+    if chunks:
+        from rag.lexical import build_bm25
+
+        build_bm25([c.text for c in chunks]).save(str(tmp / BM25_DIR))
+
+    files: dict[str, str] = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+        files[path.relative_to(tmp).as_posix()] = _sha256(path)
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        chunk_count=len(chunks),
+        built_at=stamp,
+        build_seconds=round(time.perf_counter() - started + manifest_fields.pop("seconds", 0.0), 3),
+        files=files,
+        **manifest_fields,
+    )
+    with (tmp / MANIFEST).open("w", encoding="utf-8") as fh:
+        fh.write(manifest.model_dump_json(indent=1))
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    final = builds / name
+    os.replace(tmp, final)
+    _fsync_dir(builds)
+
+    pointer_tmp = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
+    with pointer_tmp.open("w", encoding="utf-8") as fh:
+        fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(pointer_tmp, index_dir / CURRENT)
+    _fsync_dir(index_dir)
+    _collect_garbage(index_dir, keep=name)
+    return manifest
+
+
+def _collect_garbage(index_dir: Path, keep: str) -> None:
+    """Remove unfinished builds and all but the newest KEEP_BUILDS finished ones."""
+    builds = index_dir / BUILDS
+    finished = sorted(
+        (p for p in builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+    stale = [p for p in finished if p.name != keep][: max(0, len(finished) - KEEP_BUILDS)]
+    stale += [p for p in builds.iterdir() if p.name.startswith(".tmp-")]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    for leftover in index_dir.glob(f".{CURRENT}.*"):
+        leftover.unlink(missing_ok=True)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("rag", "faiss-cpu", "sentence-transformers", "torch", "tiktoken", "bm25s"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def manifest_json(manifest: Manifest) -> dict:
+    return json.loads(manifest.model_dump_json())

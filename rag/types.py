@@ -1,0 +1,144 @@
+"""Typed, immutable records passed between the stages of the pipeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Document(Frozen):
+    """A loaded file: its text and where it came from."""
+
+    path: str  # relative to the seeds folder, forward slashes; what citations show
+    text: str
+    content_hash: str  # sha256 of the file's bytes
+    kind: str  # txt, md, html, pdf
+    # For PDFs: character offset at which each page starts in `text` (page 1 first).
+    page_starts: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        if not self.page_starts:
+            return None
+        page = 1
+        for number, start in enumerate(self.page_starts, start=1):
+            if start <= offset:
+                page = number
+        return page
+
+
+class Chunk(Frozen):
+    """A slice of a document, small enough for the embedding model, that knows its place."""
+
+    id: str
+    source: str
+    ordinal: int
+    text: str  # exactly document.text[start_char:end_char]
+    start_char: int
+    end_char: int
+    start_line: int  # 1-based, inclusive
+    end_line: int  # 1-based, inclusive
+    page: int | None = None
+    page_end: int | None = None
+    tokens: int
+
+
+class Hit(Frozen):
+    """A retrieved chunk with its scores."""
+
+    chunk: Chunk
+    score: float  # the ranking score of the mode used (RRF for hybrid)
+    dense_score: float | None = None  # cosine similarity to the question
+    bm25_score: float | None = None
+    rank: int
+
+
+class Citation(Frozen):
+    """One `[n]` marker of an answer resolved to verified lines of a file."""
+
+    marker: int
+    source: str
+    start_line: int
+    end_line: int
+    page: int | None = None
+    quote: str
+    score: float
+    verified: bool = True
+
+
+class Timings(Frozen):
+    retrieve: float = 0.0
+    generate: float = 0.0
+    total: float = 0.0
+    first_token: float | None = None
+
+
+class Answer(Frozen):
+    """What `ask()` returns."""
+
+    question: str
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+    passages: list[Hit] = Field(default_factory=list)
+    refused: bool = False
+    generator: str
+    mode: str = "hybrid"
+    standalone_question: str | None = None
+    fallback_reason: str | None = None
+    timings: Timings = Field(default_factory=Timings)
+
+
+class DocumentEntry(Frozen):
+    path: str
+    content_hash: str
+    chunk_ids: list[str]
+    kind: str
+
+
+class Manifest(Frozen):
+    """What an index build was made from; checked on every load."""
+
+    schema_version: int
+    embedding_model: str
+    dimension: int
+    max_model_tokens: int
+    chunk_tokens: int
+    chunk_overlap: int
+    tokenizer: str
+    documents: dict[str, DocumentEntry]
+    chunk_count: int
+    library_versions: dict[str, str]
+    built_at: datetime
+    build_seconds: float
+    files: dict[str, str]  # file name in the build folder -> sha256
+
+
+class IndexReport(Frozen):
+    """Summary of one `rag index` run."""
+
+    added: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    chunks: int = 0
+    embedded_chunks: int = 0
+    seconds: float = 0.0
+    full_rebuild_reason: str | None = None
+    wrote: bool = False
+
+
+class IndexStatus(Frozen):
+    documents: int
+    chunks: int
+    embedding_model: str
+    dimension: int
+    chunk_tokens: int
+    chunk_overlap: int
+    built_at: datetime
+    index_dir: str
+    sources: list[str]
