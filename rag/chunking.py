@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from rag.text import sentence_spans
 from rag.types import Chunk, Document
 
 TOKENIZER_NAME = "cl100k_base"
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*\s+|\n+")
 _WORD = re.compile(r"\S+")
 
 
@@ -68,14 +68,7 @@ class Chunker:
             nxt = paragraphs[i + 1][0] if i + 1 < len(paragraphs) else len(text)
             bounds.append((end, nxt))
         for p_start, p_end in bounds:
-            pieces: list[tuple[int, int]] = []
-            pos = p_start
-            for m in _SENTENCE_END.finditer(text, p_start, p_end):
-                pieces.append((pos, m.start()))
-                pos = m.end()
-            pieces.append((pos, p_end))
-            spans = [self._strip(text, s, e) for s, e in pieces]
-            spans = [sp for sp in spans if sp[1] > sp[0]]
+            spans = sentence_spans(text, p_start, p_end)
             for i, (s, e) in enumerate(spans):
                 last = i == len(spans) - 1
                 units.extend(self._split_long(text, s, e, last))

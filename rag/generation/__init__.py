@@ -1,0 +1,101 @@
+"""Generator backends behind one registry: `llamacpp`, `openai`, `extractive`, and `auto`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.errors import ConfigError, GeneratorUnavailableError
+from rag.generation.base import GenerationRequest, Generator, Message
+
+Factory = Callable[[Settings, Embedder | None], Generator]
+_REGISTRY: dict[str, Factory] = {}
+AUTO = "auto"
+
+
+def register(name: str, factory: Factory) -> None:
+    """Make a backend available under a name (built-ins register exactly like plug-ins)."""
+    _REGISTRY[name] = factory
+
+
+def names() -> list[str]:
+    return [AUTO, *sorted(_REGISTRY)]
+
+
+def resolve_name(name: str, settings: Settings) -> str:
+    """The backend `auto` stands for: openai if configured, else a local model if installed."""
+    if name != AUTO:
+        if name not in _REGISTRY:
+            raise ConfigError(
+                f"RAG_GENERATOR: unknown generator {name!r}; choose one of {', '.join(names())}"
+            )
+        return name
+    from rag.models import local_model_available
+
+    if settings.openai_base_url:
+        return "openai"
+    if local_model_available(settings.llm_model_path) and _llama_importable():
+        return "llamacpp"
+    return "extractive"
+
+
+def _llama_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def create(name: str, settings: Settings, embedder: Embedder | None = None) -> Generator:
+    """A ready backend by name (resolving `auto`); unknown names list the valid ones."""
+    resolved = resolve_name(name, settings)
+    return _REGISTRY[resolved](settings, embedder)
+
+
+def available(settings: Settings) -> list[str]:
+    """Names a user can pick right now on this machine."""
+    from rag.models import local_model_available
+
+    out = [AUTO]
+    if local_model_available(settings.llm_model_path) and _llama_importable():
+        out.append("llamacpp")
+    if settings.openai_base_url:
+        out.append("openai")
+    out.append("extractive")
+    out += [n for n in sorted(_REGISTRY) if n not in out and n not in ("llamacpp", "openai")]
+    return out
+
+
+def _llamacpp(settings: Settings, embedder: Embedder | None) -> Generator:
+    from rag.generation.llamacpp import LlamaCppGenerator
+
+    return LlamaCppGenerator.from_settings(settings)
+
+
+def _openai(settings: Settings, embedder: Embedder | None) -> Generator:
+    from rag.generation.openai_compat import OpenAIGenerator
+
+    return OpenAIGenerator.from_settings(settings)
+
+
+def _extractive(settings: Settings, embedder: Embedder | None) -> Generator:
+    from rag.generation.extractive import ExtractiveGenerator
+
+    return ExtractiveGenerator(embedder)
+
+
+register("llamacpp", _llamacpp)
+register("openai", _openai)
+register("extractive", _extractive)
+
+__all__ = [
+    "Generator",
+    "GenerationRequest",
+    "Message",
+    "GeneratorUnavailableError",
+    "register",
+    "names",
+    "create",
+    "available",
+    "resolve_name",
+]

@@ -1,0 +1,81 @@
+"""Local GGUF models in-process through llama-cpp-python."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from rag.config import Settings
+from rag.errors import GeneratorError, GeneratorUnavailableError
+from rag.generation.base import GenerationRequest
+
+_models: dict[tuple[str, int, int], object] = {}
+_models_lock = threading.Lock()
+
+
+def _load(path: Path, n_ctx: int, n_threads: int):
+    key = (str(path), n_ctx, n_threads)
+    with _models_lock:
+        if key not in _models:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise GeneratorUnavailableError(
+                    "llama-cpp-python is not installed; run `make install` (it builds it with "
+                    "portable CPU flags) or choose RAG_GENERATOR=extractive"
+                ) from None
+            try:
+                _models[key] = Llama(
+                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+                )
+            except Exception as exc:
+                raise GeneratorUnavailableError(
+                    f"RAG_LLM_MODEL_PATH: cannot load {path} ({type(exc).__name__}: {exc})"
+                ) from None
+        return _models[key]
+
+
+class LlamaCppGenerator:
+    """A GGUF model loaded once per process; calls are serialised because a context is not
+    thread-safe."""
+
+    name = "llamacpp"
+
+    def __init__(self, model_path: Path, *, context_tokens: int = 4096, threads: int | None = None) -> None:
+        self.model_path = model_path
+        self.context_tokens = context_tokens
+        self._llm = _load(model_path, context_tokens, threads or max(1, os.cpu_count() or 1))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "LlamaCppGenerator":
+        from rag.models import resolve_llm_path
+
+        return cls(
+            resolve_llm_path(settings.llm_model_path),
+            context_tokens=settings.llm_context_tokens,
+            threads=settings.llm_threads,
+        )
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        with self._lock:
+            try:
+                pieces = self._llm.create_chat_completion(  # type: ignore[attr-defined]
+                    messages=[m.model_dump() for m in request.messages],
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    stream=True,
+                )
+                for piece in pieces:
+                    delta = piece["choices"][0].get("delta", {})
+                    text = delta.get("content")
+                    if text:
+                        yield text
+            except GeneratorError:
+                raise
+            except Exception as exc:
+                raise GeneratorError(
+                    f"the local model failed while answering ({type(exc).__name__}: {exc})"
+                ) from None

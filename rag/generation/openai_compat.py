@@ -1,0 +1,99 @@
+"""Any OpenAI-compatible chat endpoint: OpenAI, Ollama, vLLM, LM Studio, llama.cpp server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from rag.config import Settings
+from rag.errors import ConfigError, GeneratorError, GeneratorUnavailableError
+from rag.generation.base import GenerationRequest
+
+
+class OpenAIGenerator:
+    """Streams chat completions; the API key is a SecretStr and never appears in messages."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        context_tokens: int = 8192,
+    ) -> None:
+        import openai
+
+        self.base_url = base_url
+        self.model = model
+        self.context_tokens = context_tokens
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            # Local servers ignore the key but the client insists on one.
+            api_key=api_key or "not-needed",
+            timeout=timeout,
+            max_retries=retries,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "OpenAIGenerator":
+        if not settings.openai_base_url:
+            raise ConfigError(
+                "RAG_OPENAI_BASE_URL is not set; set it to your endpoint (for example "
+                "http://127.0.0.1:8080/v1) in .env, see .env.example"
+            )
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return cls(
+            settings.openai_base_url,
+            settings.openai_model,
+            api_key=key,
+            timeout=settings.openai_timeout,
+            retries=settings.openai_retries,
+            context_tokens=settings.llm_context_tokens,
+        )
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        import openai
+
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model,
+                messages=[m.model_dump() for m in request.messages],  # type: ignore[misc]
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                stream=True,
+            )
+            for event in response:
+                if not event.choices:
+                    continue
+                text = event.choices[0].delta.content
+                if text:
+                    yield text
+        except openai.AuthenticationError:
+            raise GeneratorUnavailableError(
+                f"the endpoint {self.base_url} rejected the API key; check RAG_OPENAI_API_KEY"
+            ) from None
+        except openai.NotFoundError:
+            raise GeneratorUnavailableError(
+                f"the endpoint {self.base_url} does not serve model {self.model!r} or has no "
+                "chat completions; check RAG_OPENAI_MODEL and RAG_OPENAI_BASE_URL"
+            ) from None
+        except openai.APITimeoutError:
+            raise GeneratorError(
+                f"the endpoint {self.base_url} did not answer in time; raise RAG_OPENAI_TIMEOUT "
+                "or check the server"
+            ) from None
+        except openai.APIConnectionError:
+            raise GeneratorUnavailableError(
+                f"cannot reach {self.base_url}; check RAG_OPENAI_BASE_URL and that the server is running"
+            ) from None
+        except openai.RateLimitError:
+            raise GeneratorError(
+                f"the endpoint {self.base_url} is rate limiting (HTTP 429) after retries; try again later"
+            ) from None
+        except openai.APIStatusError as exc:
+            raise GeneratorError(
+                f"the endpoint {self.base_url} answered HTTP {exc.status_code}; check the server logs"
+            ) from None

@@ -1,0 +1,123 @@
+"""Find the passages that answer a question: dense (FAISS), BM25 (bm25s), or both fused with RRF."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from rag.embedding import Embedder
+from rag.errors import ConfigError
+from rag.lexical import search_bm25
+from rag.store import LoadedIndex
+from rag.types import Chunk, Hit
+
+MODES = ("dense", "bm25", "hybrid")
+RRF_K = 60  # the constant from Cormack et al.; large enough that ranks, not scores, decide
+NEAR_DUPLICATE = 0.9  # word-set Jaccard above which two passages say the same thing
+
+
+class Retriever:
+    """Searches one loaded index; cheap to create, holds no state beyond the index."""
+
+    def __init__(self, index: LoadedIndex, embedder: Embedder) -> None:
+        self.index = index
+        self.embedder = embedder
+
+    def search(self, query: str, *, top_k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        """Up to top_k passages, best first, overlapping chunks merged and duplicates dropped."""
+        if mode not in MODES:
+            raise ConfigError(f"RAG_RETRIEVAL_MODE: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        n = len(self.index.chunks)
+        if n == 0:
+            return []
+        depth = min(n, max(top_k * 4, 20))
+        qvec = self.embedder.embed([query])[0]
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        if mode in ("dense", "hybrid"):
+            scores, rows = self.index.faiss_index.search(qvec[None, :], depth)  # type: ignore[attr-defined]
+            dense = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        if mode in ("bm25", "hybrid") and self.index.bm25 is not None:
+            lexical = search_bm25(self.index.bm25, query, depth)
+
+        ranked = _fuse(dense, lexical, mode)
+        cosine = self._cosines(qvec, [row for row, _ in ranked])
+        bm25_by_row = dict(lexical)
+        hits = [
+            Hit(
+                chunk=self.index.chunks[row],
+                score=round(score, 6),
+                dense_score=round(cosine[row], 6),
+                bm25_score=round(bm25_by_row[row], 6) if row in bm25_by_row else None,
+                rank=rank,
+            )
+            for rank, (row, score) in enumerate(ranked, start=1)
+        ]
+        return _dedupe(hits)[:top_k]
+
+    def _cosines(self, qvec: np.ndarray, rows: list[int]) -> dict[int, float]:
+        if not rows:
+            return {}
+        vecs = np.stack([self.index.faiss_index.reconstruct(r) for r in rows])  # type: ignore[attr-defined]
+        return dict(zip(rows, (vecs @ qvec).astype(float).tolist()))
+
+
+def _fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], mode: str) -> list[tuple[int, float]]:
+    if mode == "dense":
+        return dense
+    if mode == "bm25":
+        return lexical
+    fused: dict[int, float] = {}
+    for results in (dense, lexical):
+        for rank, (row, _) in enumerate(results, start=1):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _dedupe(hits: list[Hit]) -> list[Hit]:
+    """Merge overlapping chunks of one file into one passage; drop passages another one repeats."""
+    kept: list[Hit] = []
+    for hit in hits:
+        merged = False
+        for i, other in enumerate(kept):
+            a, b = other.chunk, hit.chunk
+            if a.source == b.source and a.start_char < b.end_char and b.start_char < a.end_char:
+                kept[i] = other.model_copy(update={"chunk": merge_chunks(a, b)})
+                merged = True
+                break
+        if merged:
+            continue
+        words = _words(hit.chunk.text)
+        if any(_jaccard(words, _words(k.chunk.text)) >= NEAR_DUPLICATE for k in kept):
+            continue
+        kept.append(hit)
+    return [h.model_copy(update={"rank": r}) for r, h in enumerate(kept, start=1)]
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def merge_chunks(a: Chunk, b: Chunk) -> Chunk:
+    """One chunk spanning two overlapping chunks of the same file (both are verbatim slices)."""
+    first, second = (a, b) if a.start_char <= b.start_char else (b, a)
+    if second.end_char <= first.end_char:
+        return first
+    text = first.text + second.text[first.end_char - second.start_char :]
+    return first.model_copy(
+        update={
+            "id": f"{first.id}+{second.id}",
+            "text": text,
+            "end_char": second.end_char,
+            "end_line": second.end_line,
+            "page_end": second.page_end,
+            "tokens": first.tokens + second.tokens,
+        }
+    )

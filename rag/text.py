@@ -1,0 +1,84 @@
+"""Small text helpers shared by prompting, citations and the extractive backend."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_BREAK = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]]*(?=\s)|\n")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof inc ltd co corp vs etc e.g i.e st jr sr no fig al approx dept est".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    """a an and are as at be been but by can could did do does for from had has have how i if in
+    into is it its of on or that the their them then there these they this those to was were what
+    when where which who whom whose why will with would you your about after also any both each
+    few more most other same so such than too very s t just don should now according say says said
+    described mentioned named""".split()
+)
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the period at `dot` ends an abbreviation ("U.S.", "Dr.") rather than a sentence."""
+    start = dot
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    word = text[start:dot].strip("\"'(\u201c\u2018").lower()
+    return len(word) == 1 or "." in word or word in _ABBREVIATIONS
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """(start, end) spans of the sentences in text[start:end], whitespace trimmed; newlines and
+    sentence punctuation end a sentence, abbreviations and a following lower-case word do not."""
+    end = len(text) if end is None else end
+    spans, pos = [], start
+    for m in _BREAK.finditer(text, start, end):
+        if m.group() != "\n":
+            nxt = m.end()
+            while nxt < end and text[nxt] in " \t":
+                nxt += 1
+            if text[m.start()] == "." and _is_abbreviation(text, m.start()):
+                continue
+            if nxt < end and text[nxt].islower():
+                continue
+        spans.append((pos, m.end() if m.group() != "\n" else m.start()))
+        pos = m.end()
+    spans.append((pos, end))
+    out = []
+    for s, e in spans:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            out.append((s, e))
+    return out
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """Spans of the sentences of text that contain at least one word."""
+    return [(s, e) for s, e in sentence_spans(text) if e - s >= 2 and _WORD.search(text, s, e)]
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    try:
+        import Stemmer
+
+        return Stemmer.Stemmer("english")
+    except ImportError:
+        return None
+
+
+def terms(text: str) -> list[str]:
+    """Lower-cased, stemmed content words."""
+    words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    stemmer = _stemmer()
+    return stemmer.stemWords(words) if stemmer else words
+
+
+def clean_question(text: str) -> str:
+    """Drop NUL and control characters (keeping newlines and tabs) and collapse whitespace."""
+    text = "".join(ch for ch in text if ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127))
+    return re.sub(r"\s+", " ", text).strip()
