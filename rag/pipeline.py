@@ -275,6 +275,20 @@ class Rag:
             timings=timings,
         )
 
+    def watch(self, on_report, *, on_error=None, stop_event=None) -> None:
+        """Rebuild incrementally on every change in the seeds folder until stop_event is set.
+
+        Questions asked meanwhile are answered from the previous build until the new one is in.
+        """
+        from rag.indexer import watch
+
+        watch(self.settings, on_report, on_error=on_error, stop_event=stop_event, embedder=self._embedder)
+
+    def document_lines(self, source: str) -> list[str] | None:
+        """The lines of an indexed document (for showing a citation in context), else None."""
+        text = self.read_document(source)
+        return None if text is None else text.split("\n")
+
     # -- documents -----------------------------------------------------------------------------
     def indexed_sources(self) -> list[str]:
         return sorted(self.retriever().index.manifest.documents)
