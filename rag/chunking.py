@@ -126,8 +126,11 @@ class Chunker:
         if self._ok(piece, unit.tokens) or unit.end - unit.start <= 1:
             return [unit]
         mid = (unit.start + unit.end) // 2
-        left = _Unit(unit.start, mid, count_tokens(text[unit.start : mid]), False)
-        right = _Unit(mid, unit.end, count_tokens(text[mid : unit.end]), unit.paragraph_end)
+        # Units start and end on non-space characters, so neither stripped half is empty.
+        ls, le = self._strip(text, unit.start, mid)
+        rs, re_ = self._strip(text, mid, unit.end)
+        left = _Unit(ls, le, count_tokens(text[ls:le]), False)
+        right = _Unit(rs, re_, count_tokens(text[rs:re_]), unit.paragraph_end)
         return self._halve_until_fits(text, left) + self._halve_until_fits(text, right)
 
     # -- packing -----------------------------------------------------------------------------
@@ -168,7 +171,7 @@ class Chunker:
             )
             if j >= len(units):
                 break
-            i = self._next_start(units, i, j)
+            i = self._next_start(text, units, i, j)
         return chunks
 
     def _pack(self, text: str, units: list[_Unit], i: int) -> int:
@@ -197,11 +200,16 @@ class Chunker:
             j -= 1
         return j
 
-    def _next_start(self, units: list[_Unit], i: int, j: int) -> int:
+    def _next_start(self, text: str, units: list[_Unit], i: int, j: int) -> int:
         if self.overlap <= 0:
             return j
         k, carried = j, 0
         while k - 1 > i and carried + units[k - 1].tokens <= self.overlap:
             k -= 1
             carried += units[k].tokens
-        return max(k, i + 1)
+        k = max(k, i + 1)
+        # Carry less overlap when the next unit would not fit after it; otherwise the next chunk
+        # ends where this one did and is only a redundant suffix of it.
+        while k < j and self._pack(text, units, k) <= j:
+            k += 1
+        return k

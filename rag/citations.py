@@ -12,6 +12,7 @@ from rag.text import sentences, terms
 from rag.types import Citation, Hit
 
 MARKER = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
+_LEADING_MARKERS = re.compile(r"^(?:\s*" + MARKER.pattern + r")+")
 ATTRIBUTION_THRESHOLD = 0.45
 
 
@@ -58,9 +59,32 @@ def attribute(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
     return "".join(out)
 
 
+def _claims(text: str) -> list[tuple[str, set[int]]]:
+    """The answer's sentences with the markers each carries.
+
+    A marker written after the full stop ("... in 1918. [2] Hekla ...") opens the next span of
+    the sentence splitter; it belongs to the sentence before it, not the one after.
+    """
+    out: list[tuple[str, set[int]]] = []
+    for start, end in sentences(text):
+        sentence = text[start:end]
+        lead = _LEADING_MARKERS.match(sentence)
+        if lead:
+            if out:
+                out[-1][1].update(_numbers(lead.group()))
+            sentence = sentence[lead.end() :].strip()
+        if sentence:
+            out.append((sentence, set(_numbers(sentence))))
+    return out
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(n) for group in MARKER.findall(text) for n in re.findall(r"\d+", group)]
+
+
 def claims_for(text: str, marker: int) -> str:
     """The answer sentences that carry a given marker."""
-    found = [text[s:e] for s, e in sentences(text) if f"[{marker}]" in text[s:e]]
+    found = [sentence for sentence, markers in _claims(text) if marker in markers]
     return " ".join(found) or text
 
 

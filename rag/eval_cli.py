@@ -2,6 +2,168 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from rag.errors import ConfigError
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure answer and retrieval quality.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _floors(spec: str) -> list[float]:
+    try:
+        return [float(x) for x in spec.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"--sweep-floor: expected numbers separated by commas, got {spec!r}") from None
+
+
+class _Progress:
+    """A progress line on stderr, so --json output on stdout stays clean."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._progress = Progress(
+            f"[dim]{label}[/]", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, transient=True,
+        )
+        self._task = None
+
+    def __enter__(self):
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task("", total=total)
+        self._progress.update(self._task, completed=done)
+
+
+@eval_app.command("qa")
+def qa(
+    file: Path = typer.Argument(..., help="Question set (JSON lines: seeds or ClapNQ shape)."),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="auto, llamacpp, openai, extractive."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Passages to retrieve (RAG_TOP_K)."),
+    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="dense, bm25 or hybrid."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+    corpus: Optional[Path] = typer.Option(
+        None, "--corpus", help="A corpus.jsonl whose documents are written as <id>.txt and indexed "
+        "(in ~/.cache/rag/eval/ unless --seeds/--index say where)."
+    ),
+    answerable: Optional[int] = typer.Option(None, "--answerable", help="Use only the first N answerable questions."),
+    unanswerable: Optional[int] = typer.Option(None, "--unanswerable", help="Use only the first N unanswerable questions."),
+    sweep_floor: Optional[str] = typer.Option(
+        None, "--sweep-floor", help="Comma-separated relevance floors: run once with the floor off, "
+        "then report refusals at each value."
+    ),
+) -> None:
+    """Ask a question set and score retrieval, citations, keywords, refusals and ROUGE-L."""
+    from rag.cli import _settings
+    from rag.evaluation.qa import corpus_settings, evaluate_questions, load_questions, select
+
+    settings = _settings(seeds_dir=seeds, index_dir=index_dir)
+    if corpus is not None:
+        settings = corpus_settings(corpus, settings, seeds=seeds, index=index_dir)
+    items = select(load_questions(file), answerable=answerable, unanswerable=unanswerable)
+    with _Progress("asking") as progress:
+        report = evaluate_questions(
+            file, settings, generator=generator, top_k=top_k, mode=mode, items=items,
+            sweep=_floors(sweep_floor) if sweep_floor else None, progress=progress,
+        )
+    data = report.to_dict()
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    _print_qa(data)
+
+
+def _print_qa(data: dict) -> None:
+    table = Table(title=f"{data['file']} — {data['generator']}, {data['mode']}, top {data['top_k']}")
+    columns = ("id", "hit@1", "hit@3", "hit@5", "mrr", "citation_precision", "citation_recall",
+               "keyword_recall", "rouge_l", "refused", "latency_s")
+    headers = ("id", "hit@1", "hit@3", "hit@5", "MRR", "cite P", "cite R", "keywords", "ROUGE-L",
+               "refused", "seconds")
+    for header in headers:
+        table.add_column(header, justify="left" if header == "id" else "right")
+    for q in data["questions"]:
+        refused = _fmt(q["refused"])
+        if q["unanswerable"]:
+            refused = f"[green]{refused}[/]" if q["refused"] else f"[red]{refused}[/]"
+        elif q["refused"]:
+            refused = f"[red]{refused}[/]"
+        table.add_row(*[refused if c == "refused" else _fmt(q[c]) for c in columns])
+    out.print(table)
+    overall = Table(title="overall", show_header=False)
+    overall.add_column("metric")
+    overall.add_column("value", justify="right")
+    for key, value in data["overall"].items():
+        overall.add_row(key, _fmt(value))
+    out.print(overall)
+    if data.get("floor_sweep"):
+        sweep = Table(title="relevance floor sweep (floor off during the run)")
+        for header in ("floor", "refusal_accuracy", "false_refusal_rate", "keyword_recall",
+                       "citation_recall", "rouge_l"):
+            sweep.add_column(header, justify="right")
+        for row in data["floor_sweep"]:
+            sweep.add_row(*[_fmt(v) for v in row.values()])
+        out.print(sweep)
+
+
+@eval_app.command("beir")
+def beir(
+    folder: Path = typer.Argument(..., help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv."),
+    mode: str = typer.Option("dense", "--mode", "-m", help="dense, bm25 or hybrid."),
+    split: str = typer.Option("test", "--split", help="Which qrels/SPLIT.tsv to score."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    limit_queries: Optional[int] = typer.Option(None, "--limit-queries", help="Score only the first N queries."),
+    cache: Optional[Path] = typer.Option(
+        None, "--cache", help="Where the corpus files and index go (default ~/.cache/rag, or RAG_EVAL_CACHE)."
+    ),
+) -> None:
+    """Index a BEIR corpus with the product's chunking and score retrieval (nDCG@10, Recall@100, MRR@10)."""
+    from rag.evaluation.beir import evaluate_beir
+
+    with _Progress("querying") as progress:
+        report = evaluate_beir(folder, mode=mode, split=split, limit_queries=limit_queries,
+                               cache=cache, progress=progress)
+    data = report.to_dict()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"{data['dataset']} ({data['split']}) — {data['mode']}, {data['embedding_model']}, "
+                        f"chunks {data['chunk_tokens']}/{data['chunk_overlap']} tokens")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in data["scores"].items():
+        table.add_row(name, f"{value:.4f}")
+    idx, qry = data["indexing"], data["querying"]
+    table.add_row("documents / chunks", f"{data['documents']} / {data['chunks']}")
+    table.add_row("indexing", "reused previous build" if idx["reused"] else
+                  f"{idx['seconds']:.1f}s, {_fmt(idx['documents_per_s'])} docs/s, {_fmt(idx['chunks_per_s'])} chunks/s")
+    table.add_row("queries", str(data["queries"]))
+    table.add_row("query throughput", f"{_fmt(qry['queries_per_s'])} queries/s")
+    table.add_row("query latency p50 / p95", f"{_fmt(qry['latency_p50_ms'])} / {_fmt(qry['latency_p95_ms'])} ms")
+    out.print(table)
+    err.print(f"[dim]corpus files: {data['seeds_dir']}\nindex: {data['index_dir']}[/]", highlight=False)

@@ -101,7 +101,19 @@ def decode_text(data: bytes) -> str:
     except UnicodeDecodeError:
         from charset_normalizer import from_bytes
 
-        best = from_bytes(data).best()
+        matches = from_bytes(data)
+        best = matches.best()
+        # Short Western texts often tie between code pages (cp1250 turns "ï" into "ď");
+        # on a tie prefer windows-1252, the most common legacy encoding.
+        for match in matches:
+            if (
+                best is not None
+                and match.encoding == "cp1252"
+                and match.chaos <= best.chaos
+                and match.coherence >= best.coherence
+            ):
+                best = match
+                break
         text = str(best) if best is not None else data.decode("utf-8", errors="replace")
     # Normalise newlines so character offsets and line numbers agree with what editors show.
     return text.replace("\r\n", "\n").replace("\r", "\n")

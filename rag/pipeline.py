@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,65 @@ from rag.text import clean_question
 from rag.types import Answer, Hit, IndexReport, IndexStatus, Timings
 
 Turn = tuple[str, str]  # (user question, assistant answer)
+
+
+class _DeadlineReached(Exception):
+    """The answer deadline passed while waiting for the backend's next piece."""
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def _until(pieces: Iterator[str], deadline: float) -> Iterator[str]:
+    """The backend's pieces, read in a worker thread so that waiting stops at the deadline.
+
+    Checking the clock between pieces is not enough: a backend can block for minutes without
+    producing one (a stalled socket, a server sending only keep-alives, retries with backoff, a
+    long prompt evaluation). The worker is told to stop and closes the backend's stream at its
+    next piece; a backend blocked in a read ends on its own timeout, in the background.
+    """
+    handoff: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+
+    def run() -> None:
+        try:
+            for piece in pieces:
+                if cancel.is_set():
+                    break
+                handoff.put(piece)
+        except Exception as exc:  # handed to the reader, which raises it as if it ran here
+            handoff.put(_Failure(exc))
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 (nobody is left to tell)
+                    pass
+            handoff.put(_DONE)
+
+    threading.Thread(target=run, name="rag-generate", daemon=True).start()
+    try:
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise _DeadlineReached
+            try:
+                item = handoff.get(timeout=remaining)
+            except queue.Empty:
+                raise _DeadlineReached from None
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        cancel.set()
 
 
 class AnswerStream:
@@ -205,16 +265,17 @@ class Rag:
         notes: list[str] = []
 
         def pieces() -> Iterator[str]:
-            for piece in gen.stream(request):
+            try:
+                for piece in _until(gen.stream(request), deadline):
+                    if not first_token:
+                        first_token.append(time.perf_counter())
+                    yield piece
+            except _DeadlineReached:
+                limit = f"{self.settings.answer_deadline:g}s (RAG_ANSWER_DEADLINE)"
                 if not first_token:
-                    first_token.append(time.perf_counter())
-                yield piece
-                if time.perf_counter() > deadline:
-                    notes.append(
-                        f"the answer was cut off after {self.settings.answer_deadline:.0f}s "
-                        "(RAG_ANSWER_DEADLINE)"
-                    )
-                    return
+                    # Nothing arrived in time: an error, so finish() answers extractively instead.
+                    raise GeneratorError(f"{gen.name} gave no answer within {limit}") from None
+                notes.append(f"the answer was cut off after {limit}")
 
         def finish(raw: str, error: RagError | None) -> Answer:
             done = time.perf_counter()

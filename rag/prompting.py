@@ -71,14 +71,21 @@ def _truncate(question: str, hit: Hit, budget: int) -> Hit:
     enc = get_encoding()
     overhead = count_tokens(user_message(question, [hit])) - count_tokens(hit.chunk.text)
     keep = max(0, budget - overhead)
-    text = enc.decode(enc.encode(hit.chunk.text, disallowed_special=())[:keep])
+    # A token boundary can fall inside a multi-byte character; drop the partial character
+    # rather than let decode() put U+FFFD into what must stay a verbatim slice.
+    head = enc.decode_bytes(enc.encode(hit.chunk.text, disallowed_special=())[:keep])
+    text = head.decode("utf-8", errors="ignore")
+    if not hit.chunk.text.startswith(text):  # never expected; a slice must stay a slice
+        text = hit.chunk.text[: len(text)]
+    # Trailing whitespace off, as the chunker does, so end_line is the line of the last character.
+    text = text.rstrip()
     # Keep the chunk a verbatim slice of its file so citations into it still verify.
     chunk = hit.chunk.model_copy(
         update={
             "text": text,
             "end_char": hit.chunk.start_char + len(text),
             "end_line": hit.chunk.start_line + text.count("\n"),
-            "tokens": keep,
+            "tokens": count_tokens(text),
         }
     )
     return hit.model_copy(update={"chunk": chunk})

@@ -90,6 +90,10 @@ def read_manifest(index_dir: Path) -> Manifest | None:
     name = current_build_name(index_dir)
     if name is None:
         return None
+    return _read_build_manifest(index_dir, name)
+
+
+def _read_build_manifest(index_dir: Path, name: str) -> Manifest:
     path = index_dir / BUILDS / name / MANIFEST
     try:
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
@@ -109,11 +113,12 @@ def load(index_dir: Path, *, verify: bool = True) -> LoadedIndex:
     """Read the build in use, checking every file against the manifest's checksums."""
     import faiss
 
-    manifest = read_manifest(index_dir)
-    if manifest is None:
-        raise IndexNotFoundError(f"no index in {index_dir}; run `rag index` to build it")
+    # CURRENT is read once: a build finishing meanwhile moves it, and the manifest and the files
+    # must come from the same build.
     name = current_build_name(index_dir)
-    assert name is not None
+    if name is None:
+        raise IndexNotFoundError(f"no index in {index_dir}; run `rag index` to build it")
+    manifest = _read_build_manifest(index_dir, name)
     folder = index_dir / BUILDS / name
     if manifest.schema_version != SCHEMA_VERSION:
         raise IndexMismatchError(

@@ -57,6 +57,8 @@ class OpenAIGenerator:
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         import openai
 
+        said_something = finished = False
+        response = None
         try:
             response = self._client.chat.completions.create(
                 model=self.model,
@@ -68,8 +70,10 @@ class OpenAIGenerator:
             for event in response:
                 if not event.choices:
                     continue
+                finished = finished or event.choices[0].finish_reason is not None
                 text = event.choices[0].delta.content
                 if text:
+                    said_something = True
                     yield text
         except openai.AuthenticationError:
             raise GeneratorUnavailableError(
@@ -86,6 +90,10 @@ class OpenAIGenerator:
                 "or check the server"
             ) from None
         except openai.APIConnectionError:
+            if said_something:
+                raise GeneratorError(
+                    f"the connection to {self.base_url} broke off while answering"
+                ) from None
             raise GeneratorUnavailableError(
                 f"cannot reach {self.base_url}; check RAG_OPENAI_BASE_URL and that the server is running"
             ) from None
@@ -97,3 +105,22 @@ class OpenAIGenerator:
             raise GeneratorError(
                 f"the endpoint {self.base_url} answered HTTP {exc.status_code}; check the server logs"
             ) from None
+        except openai.APIError:
+            # An `error` event inside a 200 stream. Its text is the server's, so it is not echoed.
+            raise GeneratorError(
+                f"the endpoint {self.base_url} sent an error instead of an answer; check the server logs"
+            ) from None
+        except ValueError:
+            # The openai client parses each event with json.loads and lets the error through.
+            raise GeneratorError(
+                f"the endpoint {self.base_url} sent a malformed event; is it OpenAI-compatible?"
+            ) from None
+        finally:
+            if response is not None:
+                response.close()  # stopped early (deadline, user): free the connection now
+        if not finished:
+            # A body that just ends (the server died between two events) looks complete to the
+            # client; every OpenAI-compatible server sends a finish_reason on its last chunk.
+            raise GeneratorError(
+                f"the endpoint {self.base_url} ended the stream before the answer was complete"
+            )

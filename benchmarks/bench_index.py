@@ -1,0 +1,197 @@
+"""Indexing throughput: a full build and a one-file-changed rebuild with the real embedding model.
+
+    python benchmarks/bench_index.py                      # seeds and SciFact
+    python benchmarks/bench_index.py --corpus seeds --json
+
+Each corpus is measured in a fresh child process, so its peak RSS is its own. Corpora are copied
+or written into a temporary folder: nothing is written into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = REPO / "seeds"
+SCIFACT = REPO.parent / "shared" / "benchmarks" / "scifact" / "corpus.jsonl"
+CORPORA = ("seeds", "scifact")
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS; this process only (each corpus has its own).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def prepare(corpus: str, folder: Path) -> int:
+    """Fill `folder` with the corpus's documents; return how many."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if corpus == "seeds":
+        count = 0
+        for path in sorted(SEEDS.iterdir()):
+            if path.is_file():
+                shutil.copy2(path, folder / path.name)
+                count += 1
+        return count
+    if corpus == "scifact":
+        if not SCIFACT.is_file():
+            raise SystemExit(f"SciFact corpus not found at {SCIFACT}")
+        count = 0
+        with SCIFACT.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                doc = json.loads(line)
+                text = f"{doc.get('title', '').strip()}\n\n{doc.get('text', '').strip()}\n"
+                (folder / f"{doc['_id']}.txt").write_text(text, encoding="utf-8")
+                count += 1
+        return count
+    raise SystemExit(f"unknown corpus {corpus!r}; choose from {', '.join(CORPORA)}")
+
+
+def measure(corpus: str) -> dict:
+    """Full build, one-file-changed rebuild and no-change rebuild of one corpus, in this process."""
+    from rag.config import DEFAULT_EMBEDDING_MODEL, Settings
+    from rag.embedding import get_embedder
+    from rag.indexer import build_index
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{corpus}-") as tmp:
+        seeds = Path(tmp) / "seeds"
+        docs = prepare(corpus, seeds)
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            seeds_dir=seeds,
+            index_dir=Path(tmp) / "index",
+            embedding_model=DEFAULT_EMBEDDING_MODEL,
+        )
+        started = time.perf_counter()
+        embedder = get_embedder(settings.embedding_model)
+        embedder.embed(["warm up"])
+        load_seconds = time.perf_counter() - started
+
+        full = build_index(settings, embedder=embedder)
+
+        victim = sorted(seeds.iterdir())[0]
+        with victim.open("a", encoding="utf-8") as fh:
+            fh.write("\nOne more sentence, added so that this file changes.\n")
+        one = build_index(settings, embedder=embedder)
+        none = build_index(settings, embedder=embedder)
+    return {
+        "corpus": corpus,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "documents": docs,
+        "embedding_model": embedder.model_id,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "batch_size": settings.embedding_batch_size,
+        "model_load_seconds": round(load_seconds, 2),
+        "full": {
+            "chunks": full.chunks,
+            "embedded_chunks": full.embedded_chunks,
+            "seconds": full.seconds,
+            "chunks_per_second": round(full.embedded_chunks / full.seconds, 1) if full.seconds else None,
+        },
+        "one_file_changed": {
+            "chunks": one.chunks,
+            "embedded_chunks": one.embedded_chunks,
+            "seconds": one.seconds,
+            "changed": one.changed,
+        },
+        "no_change": {"seconds": none.seconds, "wrote": none.wrote},
+        "peak_rss_mb": round(_peak_rss_mb(), 0),
+    }
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "ram_gb": mem_gb, "python": platform.python_version()}
+
+
+def table(results: list[dict]) -> str:
+    rows = [
+        "| corpus | docs | run | chunks | embedded | seconds | chunks/s | peak RSS (MB) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        f, o, n = r["full"], r["one_file_changed"], r["no_change"]
+        rows.append(
+            f"| {r['corpus']} | {r['documents']:,} | full build | {f['chunks']:,} | "
+            f"{f['embedded_chunks']:,} | {f['seconds']:.2f} | {f['chunks_per_second']} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+        rate = round(o["embedded_chunks"] / o["seconds"], 1) if o["seconds"] else ""
+        rows.append(
+            f"| {r['corpus']} | {r['documents']:,} | one file changed | {o['chunks']:,} | "
+            f"{o['embedded_chunks']:,} | {o['seconds']:.2f} | {rate} | |"
+        )
+        rows.append(f"| {r['corpus']} | {r['documents']:,} | no change | | 0 | {n['seconds']:.2f} | | |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--worker", choices=CORPORA, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.worker:
+        print(json.dumps(measure(args.worker)), flush=True)
+        return
+
+    corpora = CORPORA if args.corpus == "all" else (args.corpus,)
+    results = []
+    for corpus in corpora:
+        print(f"measuring {corpus} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", corpus],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{corpus}: benchmark worker failed with exit code {proc.returncode}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    report = {"machine": machine(), "results": results}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    m = report["machine"]
+    print(f"{m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, Python {m['python']}")
+    print(
+        f"model {results[0]['embedding_model']}, chunks of {results[0]['chunk_tokens']} tokens "
+        f"({results[0]['chunk_overlap']} overlap), batch {results[0]['batch_size']}; "
+        "model load excluded from build times"
+    )
+    loads = ", ".join(f"{r['corpus']} {r['load_average'][0]}" for r in results)
+    print(f"1-minute load average at the end of each run (other work on the machine skews times): {loads}")
+    print()
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

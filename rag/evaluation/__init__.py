@@ -1,0 +1,1 @@
+"""Measuring the product: answer quality on question sets, retrieval quality on BEIR folders."""

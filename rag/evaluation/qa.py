@@ -1,0 +1,367 @@
+"""Answer quality on a question set: retrieval hits, citations, keywords, refusals, ROUGE-L.
+
+A question file is JSON lines. Two shapes are accepted and may be mixed:
+
+* the seeds shape: ``question``, gold ``sources`` (file names relative to the seeds folder),
+  ``keywords`` (a list of any-of groups) and ``unanswerable``;
+* the ClapNQ shape: ``question``, ``answerable``, ``answers`` (gold answers, scored with
+  ROUGE-L) and ``gold_doc_ids`` (documents of a corpus.jsonl, indexed as ``<id>.txt``).
+
+Metrics that need gold sources, keywords or answers are averaged over the answerable questions
+that have them; a metric with nothing to average is None.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag.config import Settings
+from rag.errors import ConfigError, RagError
+from rag.evaluation import corpus
+from rag.evaluation.metrics import (
+    citation_precision,
+    citation_recall,
+    distinct,
+    false_refusal_rate,
+    hit_at_k,
+    keyword_recall,
+    mean,
+    percentile,
+    reciprocal_rank,
+    refusal_accuracy,
+    rouge_l_best,
+)
+from rag.prompting import REFUSAL
+
+HIT_KS = (1, 3, 5)
+# The names of the overall metrics, fixed: scripts and docs read them.
+OVERALL_METRICS = (
+    "hit@1",
+    "hit@3",
+    "hit@5",
+    "mrr",
+    "citation_precision",
+    "citation_recall",
+    "keyword_recall",
+    "refusal_accuracy",
+    "false_refusal_rate",
+)
+
+
+class QAItem(BaseModel):
+    """One question with what a good answer looks like."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    question: str
+    sources: list[str] = Field(default_factory=list)
+    keywords: list[list[str]] = Field(default_factory=list)
+    answers: list[str] = Field(default_factory=list)
+    unanswerable: bool = False
+
+
+def _normalise_source(source: str) -> str:
+    return source.replace("\\", "/").removeprefix("./")
+
+
+def parse_item(record: dict, where: str) -> QAItem:
+    """A QAItem from either accepted shape; `where` names the line in errors."""
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"{where}: `question` must be non-empty text")
+    unanswerable = bool(record.get("unanswerable", False)) or record.get("answerable", True) is False
+    sources = [_normalise_source(str(s)) for s in record.get("sources") or []]
+    if not unanswerable:
+        # The passages named for an unanswerable ClapNQ question look related but do not answer it.
+        sources += [corpus.file_name(str(d)) for d in record.get("gold_doc_ids") or []]
+    groups: list[list[str]] = []
+    for group in record.get("keywords") or []:
+        words = [group] if isinstance(group, str) else list(group)
+        if not words or not all(isinstance(w, str) for w in words):
+            raise ConfigError(f"{where}: each keyword group must be text or a list of text")
+        groups.append(words)
+    answers = record.get("answers") or []
+    if isinstance(answers, str):
+        answers = [answers]
+    return QAItem(
+        id=str(record.get("id") or record.get("_id") or where.rsplit(":", 1)[-1]),
+        question=question,
+        sources=distinct(sources),
+        keywords=groups,
+        answers=[str(a) for a in answers if str(a).strip()],
+        unanswerable=unanswerable,
+    )
+
+
+def load_questions(path: Path) -> list[QAItem]:
+    """The questions of a JSON-lines file, in file order."""
+    items: list[QAItem] = []
+    number = 0
+    for number, record in enumerate(corpus.read_jsonl(path), start=1):
+        items.append(parse_item(record, f"{path}:{number}"))
+    if not items:
+        raise ConfigError(f"{path}: no questions")
+    return items
+
+
+def select(items: list[QAItem], *, answerable: int | None = None, unanswerable: int | None = None) -> list[QAItem]:
+    """The first N answerable and first M unanswerable questions (a fixed subset for slow runs)."""
+    out, seen = [], {True: 0, False: 0}
+    limits = {False: answerable, True: unanswerable}
+    for item in items:
+        limit = limits[item.unanswerable]
+        if limit is None or seen[item.unanswerable] < limit:
+            out.append(item)
+            seen[item.unanswerable] += 1
+    return out
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the pipeline did for one question, before scoring."""
+
+    item: QAItem
+    text: str
+    retrieved: list[str]  # distinct source files, in passage order
+    cited: list[str]  # distinct cited source files
+    refused: bool
+    max_dense: float | None  # the score the relevance floor is compared with
+    latency: float
+    generator: str
+    error: str | None = None
+
+
+def observe(rag, item: QAItem, *, generator: str | None, top_k: int | None, mode: str | None) -> Observation:
+    """Ask one question through the product and record what came back."""
+    started = time.perf_counter()
+    try:
+        answer = rag.ask(item.question, generator=generator, top_k=top_k, mode=mode)
+    except RagError as exc:
+        return Observation(item, "", [], [], False, None, time.perf_counter() - started, generator or "", str(exc))
+    latency = time.perf_counter() - started
+    dense = [h.dense_score for h in answer.passages if h.dense_score is not None]
+    return Observation(
+        item=item,
+        text=answer.text,
+        retrieved=distinct(h.chunk.source for h in answer.passages),
+        cited=distinct(c.source for c in answer.citations),
+        refused=answer.refused,
+        max_dense=max(dense) if dense else None,
+        latency=latency,
+        generator=answer.generator,
+    )
+
+
+def with_floor(obs: Observation, floor: float) -> Observation:
+    """The observation as it would be with this relevance floor (exact: the floor only gates).
+
+    Valid for observations made with the floor disabled (RAG_RELEVANCE_FLOOR=-1).
+    """
+    if obs.error is None and not obs.refused and (obs.max_dense is None or obs.max_dense < floor):
+        return replace(obs, text=REFUSAL, cited=[], refused=True)
+    return obs
+
+
+@dataclass
+class QuestionScore:
+    id: str
+    question: str
+    unanswerable: bool
+    refused: bool
+    hits: dict[str, float | None]
+    mrr: float | None
+    citation_precision: float | None
+    citation_recall: float | None
+    keyword_recall: float | None
+    rouge_l: float | None
+    latency_s: float
+    max_dense: float | None
+    retrieved: list[str]
+    cited: list[str]
+    gold: list[str]
+    answer: str
+    generator: str
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        hits = data.pop("hits")
+        out = {k: data[k] for k in ("id", "question", "unanswerable", "refused")}
+        out.update(hits)
+        out.update({k: v for k, v in data.items() if k not in out})
+        return out
+
+
+def score(obs: Observation) -> QuestionScore:
+    """Per-question metrics; retrieval and citation metrics only for answerable questions."""
+    item = obs.item
+    gold = item.sources if not item.unanswerable else []
+    answerable = not item.unanswerable
+    has_gold = answerable and bool(gold)
+    hits = {f"hit@{k}": hit_at_k(obs.retrieved, gold, k) if has_gold else None for k in HIT_KS}
+    rouge = None
+    if answerable and item.answers:
+        rouge = 0.0 if obs.refused else rouge_l_best(obs.text, item.answers)
+    return QuestionScore(
+        id=item.id,
+        question=item.question,
+        unanswerable=item.unanswerable,
+        refused=obs.refused,
+        hits=hits,
+        mrr=reciprocal_rank(obs.retrieved, gold) if has_gold else None,
+        citation_precision=citation_precision(obs.cited, gold) if has_gold else None,
+        citation_recall=citation_recall(obs.cited, gold) if has_gold else None,
+        keyword_recall=keyword_recall(obs.text, item.keywords) if answerable else None,
+        rouge_l=rouge,
+        latency_s=round(obs.latency, 4),
+        max_dense=None if obs.max_dense is None else round(obs.max_dense, 4),
+        retrieved=obs.retrieved,
+        cited=obs.cited,
+        gold=gold,
+        answer=obs.text,
+        generator=obs.generator,
+        error=obs.error,
+    )
+
+
+def summarize(scores: Sequence[QuestionScore]) -> dict:
+    """Overall metrics: the fixed OVERALL_METRICS names plus ROUGE-L, latency and counts."""
+    answerable = [s for s in scores if not s.unanswerable]
+    unanswerable = [s for s in scores if s.unanswerable]
+    latencies = [s.latency_s for s in scores]
+    overall: dict[str, float | int | None] = {
+        f"hit@{k}": mean(s.hits[f"hit@{k}"] for s in answerable) for k in HIT_KS
+    }
+    overall["mrr"] = mean(s.mrr for s in answerable)
+    overall["citation_precision"] = mean(s.citation_precision for s in answerable)
+    overall["citation_recall"] = mean(s.citation_recall for s in answerable)
+    overall["keyword_recall"] = mean(s.keyword_recall for s in answerable)
+    overall["refusal_accuracy"] = refusal_accuracy(s.refused for s in unanswerable)
+    overall["false_refusal_rate"] = false_refusal_rate(s.refused for s in answerable)
+    overall["rouge_l"] = mean(s.rouge_l for s in answerable)
+    overall["latency_mean_s"] = mean(latencies)
+    overall["latency_p50_s"] = percentile(latencies, 50)
+    overall["latency_p95_s"] = percentile(latencies, 95)
+    overall["questions"] = len(scores)
+    overall["answerable"] = len(answerable)
+    overall["unanswerable"] = len(unanswerable)
+    overall["errors"] = sum(1 for s in scores if s.error)
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in overall.items()}
+
+
+def floor_sweep(observations: Sequence[Observation], floors: Iterable[float]) -> list[dict]:
+    """Refusal accuracy / false refusals (and answer metrics) at each relevance floor."""
+    rows = []
+    for floor in floors:
+        overall = summarize([score(with_floor(o, floor)) for o in observations])
+        rows.append(
+            {
+                "floor": floor,
+                "refusal_accuracy": overall["refusal_accuracy"],
+                "false_refusal_rate": overall["false_refusal_rate"],
+                "keyword_recall": overall["keyword_recall"],
+                "citation_recall": overall["citation_recall"],
+                "rouge_l": overall["rouge_l"],
+            }
+        )
+    return rows
+
+
+@dataclass
+class QAReport:
+    file: str
+    generator: str
+    mode: str
+    top_k: int
+    relevance_floor: float
+    embedding_model: str
+    seeds_dir: str
+    index_dir: str
+    observations: list[Observation] = field(repr=False)
+    sweep: list[dict] | None = None
+
+    def scores(self) -> list[QuestionScore]:
+        return [score(o) for o in self.observations]
+
+    def to_dict(self) -> dict:
+        scores = self.scores()
+        out = {
+            "file": self.file,
+            "generator": self.generator,
+            "mode": self.mode,
+            "top_k": self.top_k,
+            "relevance_floor": self.relevance_floor,
+            "embedding_model": self.embedding_model,
+            "seeds_dir": self.seeds_dir,
+            "index_dir": self.index_dir,
+            "overall": summarize(scores),
+            "questions": [s.to_dict() for s in scores],
+        }
+        if self.sweep is not None:
+            out["floor_sweep"] = self.sweep
+        return out
+
+
+def corpus_settings(corpus_jsonl: Path, base: Settings, *, seeds: Path | None, index: Path | None,
+                    cache: Path | None = None) -> Settings:
+    """Settings whose seeds folder holds corpus.jsonl as `<id>.txt` files (written here)."""
+    from rag.embedding import canonical_model_id
+    from rag.evaluation.beir import model_slug
+
+    root = (cache or corpus.cache_root()) / "eval" / Path(corpus_jsonl).resolve().parent.name
+    seeds_dir = seeds or root / "seeds"
+    corpus.write_corpus(Path(corpus_jsonl), seeds_dir, prune=seeds is None)
+    model = model_slug(canonical_model_id(base.embedding_model))
+    index_dir = index or root / f"index-{model}-c{base.chunk_tokens}o{base.chunk_overlap}"
+    return base.model_copy(update={"seeds_dir": seeds_dir, "index_dir": index_dir})
+
+
+def evaluate_questions(
+    path: Path,
+    settings: Settings,
+    *,
+    generator: str | None = None,
+    top_k: int | None = None,
+    mode: str | None = None,
+    items: list[QAItem] | None = None,
+    sweep: Sequence[float] | None = None,
+    embedder=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> QAReport:
+    """Index the seeds folder (incrementally), ask every question, and collect the report.
+
+    With `sweep`, the relevance floor is disabled for the run and applied afterwards at each
+    value (exact, since the floor only decides whether the generator is called).
+    """
+    from rag.pipeline import Rag
+
+    items = items if items is not None else load_questions(path)
+    if sweep is not None:
+        settings = settings.model_copy(update={"relevance_floor": -1.0})
+    rag = Rag(settings, embedder=embedder)
+    rag.index()
+    gen = rag.generator(generator)  # load the model before the clock starts
+    rag.retrieve("warm up", top_k=top_k, mode=mode)
+    observations = []
+    for n, item in enumerate(items, start=1):
+        observations.append(observe(rag, item, generator=generator, top_k=top_k, mode=mode))
+        if progress is not None:
+            progress(n, len(items))
+    return QAReport(
+        file=str(path),
+        generator=gen.name,
+        mode=mode or settings.retrieval_mode,
+        top_k=top_k or settings.top_k,
+        relevance_floor=settings.relevance_floor,
+        embedding_model=rag.embedder.model_id,
+        seeds_dir=str(settings.seeds_dir),
+        index_dir=str(settings.index_dir),
+        observations=observations,
+        sweep=floor_sweep(observations, sweep) if sweep is not None else None,
+    )

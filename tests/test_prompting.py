@@ -1,0 +1,130 @@
+"""The prompt: numbered passages with file and lines, trimmed to the context window."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.chunking import count_tokens
+from rag.citations import build_citations
+from rag.prompting import (
+    REFUSAL,
+    SYSTEM_PROMPT,
+    TEMPLATE_OVERHEAD,
+    build_request,
+    is_refusal,
+    user_message,
+)
+from rag.types import Chunk, Hit
+
+QUESTION = "What happened to the glaciers?"
+
+
+def make_hit(source: str, file_text: str, rank: int, start: int = 0, end: int | None = None) -> Hit:
+    end = len(file_text) if end is None else end
+    chunk = Chunk(
+        id=f"{source}#{rank}",
+        source=source,
+        ordinal=rank - 1,
+        text=file_text[start:end],
+        start_char=start,
+        end_char=end,
+        start_line=file_text.count("\n", 0, start) + 1,
+        end_line=file_text.count("\n", 0, end - 1) + 1,
+        tokens=count_tokens(file_text[start:end]),
+    )
+    return Hit(chunk=chunk, score=1.0 / rank, dense_score=0.9 - rank / 10, rank=rank)
+
+
+def passage_file(n: int, lines: int = 12) -> str:
+    return "\n".join(f"Glacier {n} line {i}: the ice retreated {i * 3} metres that year." for i in range(1, lines + 1))
+
+
+def budget_for(question: str, hits: list[Hit], max_tokens: int) -> int:
+    """The context window in which exactly these passages fit."""
+    return count_tokens(user_message(question, hits)) + max_tokens + TEMPLATE_OVERHEAD + count_tokens(SYSTEM_PROMPT)
+
+
+def test_passages_are_numbered_in_rank_order_with_file_and_lines():
+    files = {f"g{n}.txt": passage_file(n) for n in (1, 2)}
+    hits = [make_hit("g1.txt", files["g1.txt"], 1), make_hit("g2.txt", files["g2.txt"], 2, start=files["g2.txt"].index("Glacier 2 line 5"))]
+    request = build_request(QUESTION, hits, context_tokens=8192, max_tokens=100, temperature=0.0)
+    system, user = request.messages
+    assert system.role == "system" and REFUSAL in system.content
+    assert user.role == "user"
+    first = user.content.index("[1] (g1.txt, lines 1-12)")
+    second = user.content.index("[2] (g2.txt, lines 5-12)")
+    assert first < second
+    assert hits[0].chunk.text in user.content and hits[1].chunk.text in user.content
+    assert user.content.rstrip().endswith("Answer (cite passages as [n]):")
+    assert f"Question: {QUESTION}" in user.content
+    assert request.passages == hits
+    assert (request.max_tokens, request.temperature, request.question) == (100, 0.0, QUESTION)
+
+
+@pytest.mark.parametrize("fit", [1, 2, 3])
+def test_the_lowest_ranked_passages_are_dropped_first(fit):
+    hits = [make_hit(f"g{n}.txt", passage_file(n), n) for n in range(1, 5)]
+    window = budget_for(QUESTION, hits[:fit], 64)
+    request = build_request(QUESTION, hits, context_tokens=window, max_tokens=64)
+    assert request.passages == hits[:fit]  # untouched, best first
+    prompt = sum(count_tokens(m.content) for m in request.messages)
+    assert prompt + 64 + TEMPLATE_OVERHEAD <= window
+
+
+def test_everything_is_kept_when_it_fits():
+    hits = [make_hit(f"g{n}.txt", passage_file(n), n) for n in range(1, 5)]
+    request = build_request(QUESTION, hits, context_tokens=budget_for(QUESTION, hits, 64), max_tokens=64)
+    assert request.passages == hits
+
+
+# Multi-byte text: a token boundary can fall inside a character; the slice must stay verbatim.
+OVERSIZE = "\n".join(
+    f"Línea {i}: el glaciar Vatnajökull retrocedió {i} m — 氷河が後退した 🌋 año {1990 + i}." for i in range(1, 200)
+)
+
+
+def test_a_single_oversize_passage_is_cut_to_a_verbatim_slice():
+    best = make_hit("big.txt", OVERSIZE, 1, start=OVERSIZE.index("Línea 3:"))
+    runner_up = make_hit("g2.txt", passage_file(2), 2)
+    small = make_hit("big.txt", OVERSIZE, 1, start=best.chunk.start_char, end=best.chunk.start_char + 1)
+    base = budget_for(QUESTION, [small], 32)
+    room_for_prompt = base - 32 - TEMPLATE_OVERHEAD - count_tokens(SYSTEM_PROMPT)
+    # Every cut point in the first 60 tokens: several fall inside "ö", "—", "氷" or "🌋".
+    for room in range(1, 60):
+        request = build_request(QUESTION, [best, runner_up], context_tokens=base + room, max_tokens=32)
+        [cut] = request.passages
+        c = cut.chunk
+        assert 0 < len(c.text) < len(best.chunk.text)
+        assert "\ufffd" not in c.text, room
+        assert best.chunk.text.startswith(c.text), room
+        assert OVERSIZE[c.start_char : c.end_char] == c.text
+        assert c.start_line == best.chunk.start_line
+        assert c.end_line == OVERSIZE.count("\n", 0, c.end_char - 1) + 1
+        assert (cut.rank, cut.score, c.source) == (best.rank, best.score, best.chunk.source)
+        # a dropped partial character or a merge at the junction moves the count by a token or two
+        assert count_tokens(request.messages[1].content) <= room_for_prompt + room + 2
+
+
+def test_a_citation_into_a_cut_passage_still_verifies():
+    best = make_hit("big.txt", OVERSIZE, 1)
+    request = build_request(QUESTION, [best], context_tokens=budget_for(QUESTION, [make_hit("big.txt", OVERSIZE, 1, end=400)], 32), max_tokens=32)
+    [cut] = request.passages
+    assert cut.chunk.end_char < best.chunk.end_char
+    [citation] = build_citations("The glacier retreated 2 m [1].", [1], request.passages, {"big.txt": OVERSIZE}.get)
+    assert citation.verified
+    assert citation.end_line <= cut.chunk.end_line
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        (REFUSAL, True),
+        ("i could not find this in the documents", True),
+        ("I couldn't find anything about that.", True),
+        ("The passages do not mention it.", True),
+        ("Hekla erupted in 1947 [1].", False),
+        ("", False),
+    ],
+)
+def test_is_refusal(text, refused):
+    assert is_refusal(text) is refused
