@@ -265,8 +265,9 @@ class Rag:
         notes: list[str] = []
 
         def pieces() -> Iterator[str]:
+            bounded = _until(gen.stream(request), deadline)
             try:
-                for piece in _until(gen.stream(request), deadline):
+                for piece in bounded:
                     if not first_token:
                         first_token.append(time.perf_counter())
                     yield piece
@@ -276,6 +277,8 @@ class Rag:
                     # Nothing arrived in time: an error, so finish() answers extractively instead.
                     raise GeneratorError(f"{gen.name} gave no answer within {limit}") from None
                 notes.append(f"the answer was cut off after {limit}")
+            finally:
+                bounded.close()  # stopped early (AnswerStream.close): tell the worker to stop
 
         def finish(raw: str, error: RagError | None) -> Answer:
             done = time.perf_counter()

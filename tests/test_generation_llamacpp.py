@@ -36,6 +36,9 @@ def small_model_env(in_tmp, monkeypatch):
         "RAG_LLM_MAX_TOKENS": "48",
         "RAG_LLM_CONTEXT_TOKENS": "2048",
         "RAG_LLM_TEMPERATURE": "0",
+        # One thread: a 135M model gains little from two, and llama.cpp's spinning thread barrier
+        # collapses when the suite shares the cores with other work.
+        "RAG_LLM_THREADS": "1",
     }.items():
         monkeypatch.setenv(key, value)
     return in_tmp

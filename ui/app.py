@@ -345,12 +345,16 @@ class ChatHandlers:
                 cleaned, generator=selection, top_k=int(top_k) if top_k else None, history=history
             )
             text, shown = "", 0.0
-            for piece in stream:
-                text += piece
-                if time.monotonic() - shown >= STREAM_FRAME_SECONDS:
-                    chat[-1] = {"role": "assistant", "content": render_streaming(text)}
-                    shown = time.monotonic()
-                    yield self._respond_out(chat=chat)
+            try:
+                for piece in stream:
+                    text += piece
+                    if time.monotonic() - shown >= STREAM_FRAME_SECONDS:
+                        chat[-1] = {"role": "assistant", "content": render_streaming(text)}
+                        shown = time.monotonic()
+                        yield self._respond_out(chat=chat)
+            finally:
+                # Reached early only when the stop button cancelled us: end the backend's work too.
+                stream.close()
             answer = stream.answer
             if answer is None:  # only if the stream was closed from outside
                 raise RagError("the answer was interrupted")

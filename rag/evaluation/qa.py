@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.citations import MARKER
 from rag.config import Settings
 from rag.errors import ConfigError, RagError
 from rag.evaluation import corpus
@@ -198,6 +199,11 @@ class QuestionScore:
         return out
 
 
+def strip_markers(text: str) -> str:
+    """The answer without its `[n]` citation markers (they are not words of the answer)."""
+    return MARKER.sub("", text)
+
+
 def score(obs: Observation) -> QuestionScore:
     """Per-question metrics; retrieval and citation metrics only for answerable questions."""
     item = obs.item
@@ -207,7 +213,7 @@ def score(obs: Observation) -> QuestionScore:
     hits = {f"hit@{k}": hit_at_k(obs.retrieved, gold, k) if has_gold else None for k in HIT_KS}
     rouge = None
     if answerable and item.answers:
-        rouge = 0.0 if obs.refused else rouge_l_best(obs.text, item.answers)
+        rouge = 0.0 if obs.refused else rouge_l_best(strip_markers(obs.text), item.answers)
     return QuestionScore(
         id=item.id,
         question=item.question,
