@@ -23,12 +23,30 @@ from rag.errors import (
 )
 from rag.generation import Generator
 from rag.indexer import build_index
-from rag.prompting import REFUSAL, build_request, is_refusal
+from rag.prompting import REFUSAL, SYSTEM_PROMPT, build_request, is_refusal
 from rag.retrieval import Retriever
 from rag.text import clean_question
 from rag.types import Answer, Hit, IndexReport, IndexStatus, Timings
 
 Turn = tuple[str, str]  # (user question, assistant answer)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+# Each sentence of the system prompt long enough not to occur in an answer by chance.
+_PROMPT_SENTENCES = tuple(
+    sentence
+    for line in SYSTEM_PROMPT.splitlines()
+    if len(sentence := _squash(line.lstrip("- ").split(":")[0])) >= 24
+)
+
+
+def _repeats_instructions(text: str) -> bool:
+    """Whether an answer quotes the system prompt (a prompt-injection symptom)."""
+    answer = _squash(text)
+    return any(sentence in answer for sentence in _PROMPT_SENTENCES)
 
 
 class _DeadlineReached(Exception):
@@ -321,6 +339,10 @@ class Rag:
     ) -> Answer:
         text, markers = parse_markers(raw, len(numbered))
         refused = is_refusal(text) or not text.strip()
+        if not refused and _repeats_instructions(text):
+            # A passage or question talked the model into reciting its instructions: withhold.
+            notes.append("the answer repeated the system instructions and was withheld")
+            refused = True
         if refused:
             text, markers = REFUSAL, []
         elif not markers:
