@@ -87,6 +87,9 @@ def worker_ours(files: Path, queries: dict[str, str], qrels) -> dict:
     from rag.indexer import build_index
     from rag.retrieval import Retriever
 
+    import sentence_transformers  # noqa: F401  (imported before the clock, as on the other side)
+    import torch  # noqa: F401
+
     with tempfile.TemporaryDirectory(prefix="peers-ours-") as tmp:
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]

@@ -39,15 +39,28 @@ def parse_markers(text: str, n_passages: int) -> tuple[str, list[int]]:
 
 def attribute(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
     """For an answer without markers: append to each sentence the marker of the passage that
-    supports it best, when the support (embedding similarity) clears the threshold."""
+    supports it best, when the support (embedding similarity) clears the threshold.
+
+    Support is measured against each passage's closest sentence, not the passage as a whole: a
+    claim restates one sentence, and a long passage's average meaning drifts away from it.
+    """
     if not passages or embedder is None:
         return text
     spans = sentences(text)
     if not spans:
         return text
     claims = [text[s:e] for s, e in spans]
-    vecs = embedder.embed(claims + [h.chunk.text for h in passages])
-    sims = vecs[: len(claims)] @ vecs[len(claims) :].T
+    owners: list[int] = []  # passage index of each passage sentence
+    units: list[str] = []
+    for i, hit in enumerate(passages):
+        parts = [hit.chunk.text[s:e] for s, e in sentences(hit.chunk.text)] or [hit.chunk.text]
+        units += parts
+        owners += [i] * len(parts)
+    vecs = embedder.embed(claims + units)
+    unit_sims = vecs[: len(claims)] @ vecs[len(claims) :].T
+    sims = np.full((len(claims), len(passages)), -1.0, dtype=np.float32)
+    for column, owner in enumerate(owners):
+        sims[:, owner] = np.maximum(sims[:, owner], unit_sims[:, column])
     out, pos = [], 0
     for (start, end), row in zip(spans, sims):
         best = int(np.argmax(row))

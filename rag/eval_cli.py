@@ -17,13 +17,13 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _fmt(value) -> str:
+def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:.{digits}f}"
     return str(value)
 
 
@@ -100,20 +100,22 @@ def qa(
 
 
 def _print_qa(data: dict) -> None:
-    table = Table(title=f"{data['file']} — {data['generator']}, {data['mode']}, top {data['top_k']}")
+    table = Table(title=f"{data['file']}: {data['generator']}, {data['mode']}, top {data['top_k']}",
+                  caption="RR reciprocal rank; cite P/R citation precision/recall; kw keyword recall; "
+                  "R-L ROUGE-L; - not applicable")
     columns = ("id", "hit@1", "hit@3", "hit@5", "mrr", "citation_precision", "citation_recall",
                "keyword_recall", "rouge_l", "refused", "latency_s")
-    headers = ("id", "hit@1", "hit@3", "hit@5", "MRR", "cite P", "cite R", "keywords", "ROUGE-L",
-               "refused", "seconds")
+    headers = ("id", "h@1", "h@3", "h@5", "RR", "cite P", "cite R", "kw", "R-L", "refused", "s")
     for header in headers:
-        table.add_column(header, justify="left" if header == "id" else "right")
+        table.add_column(header, justify="left" if header == "id" else "right", no_wrap=True)
     for q in data["questions"]:
         refused = _fmt(q["refused"])
         if q["unanswerable"]:
             refused = f"[green]{refused}[/]" if q["refused"] else f"[red]{refused}[/]"
         elif q["refused"]:
             refused = f"[red]{refused}[/]"
-        table.add_row(*[refused if c == "refused" else _fmt(q[c]) for c in columns])
+        cells = [refused if c == "refused" else _fmt(q[c], 2) for c in columns]
+        table.add_row(*cells)
     out.print(table)
     overall = Table(title="overall", show_header=False)
     overall.add_column("metric")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +127,11 @@ def _build(
     removed = sorted(set(old_docs) - set(current))
 
     if reusable and not (added or changed or removed):
+        # Nothing to write, but a build killed earlier may have left its half-written folder;
+        # write_build sweeps those only when it runs, so sweep here too (we hold the lock).
+        current_name = store.current_build_name(index_dir)
+        if current_name:
+            store._collect_garbage(index_dir, keep=current_name)  # noqa: SLF001
         return IndexReport(
             unchanged=unchanged + kept_unreadable,
             skipped=skipped,
@@ -238,7 +244,7 @@ def watch(
 
     Survives the seeds folder being removed and recreated: it waits for it to come back.
     """
-    from watchfiles import watch as watch_files
+    from watchfiles import Change, watch as watch_files
 
     def rebuild() -> None:
         try:
@@ -246,11 +252,19 @@ def watch(
         except RagError as exc:
             (on_error or (lambda e: log.error("%s", e)))(exc)
 
+    def identity() -> tuple[int, int] | None:
+        try:
+            st = seeds.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
     seeds = settings.seeds_dir
     while stop_event is None or not stop_event.is_set():
         if not seeds.is_dir():
             time.sleep(0.5)
             continue
+        watched = identity()
         rebuild()
         try:
             for _changes in watch_files(
@@ -261,7 +275,12 @@ def watch(
                 rust_timeout=1000,
                 yield_on_timeout=True,
             ):
-                if not seeds.is_dir():
+                # A folder removed and recreated between two checks is another folder: the OS
+                # watch stays on the old one and would never report a change again. Its inode
+                # number may be reused at once, so the folder's own deletion event counts too.
+                if identity() != watched or any(
+                    change == Change.deleted and _same_path(path, seeds) for change, path in _changes
+                ):
                     break
                 if _changes:
                     rebuild()
@@ -271,3 +290,7 @@ def watch(
         if stop_event is not None and stop_event.is_set():
             break
         time.sleep(0.2)
+
+
+def _same_path(reported: str, folder: Path) -> bool:
+    return os.path.abspath(reported) in (os.path.abspath(folder), os.path.realpath(folder))

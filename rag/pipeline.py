@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,11 +36,12 @@ def _squash(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-# Each sentence of the system prompt long enough not to occur in an answer by chance.
+# The sentences of the prompt's rules (not its worked example, whose answer a model may rightly
+# imitate, nor the refusal it is told to give), long enough not to occur in an answer by chance.
 _PROMPT_SENTENCES = tuple(
     sentence
-    for line in SYSTEM_PROMPT.splitlines()
-    if len(sentence := _squash(line.lstrip("- ").split(":")[0])) >= 24
+    for piece in re.split(r"(?<=[.:])\s+", re.sub(r"\n-\s*", "\n", SYSTEM_PROMPT.split("\nExample:")[0]))
+    if len(sentence := _squash(piece)) >= 24 and _squash(REFUSAL) not in sentence
 )
 
 

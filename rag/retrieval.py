@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 
 import numpy as np
@@ -54,7 +56,7 @@ class Retriever:
             )
             for rank, (row, score) in enumerate(ranked, start=1)
         ]
-        return _dedupe(hits)[:top_k]
+        return _dedupe(hits, top_k)
 
     def _cosines(self, qvec: np.ndarray, rows: list[int]) -> dict[int, float]:
         if not rows:
@@ -79,23 +81,40 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
 
 
-def _dedupe(hits: list[Hit]) -> list[Hit]:
-    """Merge overlapping chunks of one file into one passage; drop passages another one repeats."""
+def _dedupe(hits: list[Hit], limit: int | None = None) -> list[Hit]:
+    """Merge overlapping chunks of one file into one passage; drop passages another one repeats.
+
+    With `limit`, the first `limit` passages of the full result, computed without comparing word
+    sets once `limit` are kept (later hits can then only widen a kept passage by merging into it).
+    """
     kept: list[Hit] = []
+    kept_words: list[set[str]] = []
+    by_source: dict[str, list[int]] = {}  # positions in `kept` of each file's passages, in order
+    by_size: list[tuple[int, int]] = []  # (word-set size, position), sorted
     for hit in hits:
         merged = False
-        for i, other in enumerate(kept):
-            a, b = other.chunk, hit.chunk
-            if a.source == b.source and a.start_char < b.end_char and b.start_char < a.end_char:
-                kept[i] = other.model_copy(update={"chunk": merge_chunks(a, b)})
+        for i in by_source.get(hit.chunk.source, ()):
+            a, b = kept[i].chunk, hit.chunk
+            if a.start_char < b.end_char and b.start_char < a.end_char:
+                kept[i] = kept[i].model_copy(update={"chunk": merge_chunks(a, b)})
+                by_size.remove((len(kept_words[i]), i))
+                kept_words[i] = _words(kept[i].chunk.text)
+                bisect.insort(by_size, (len(kept_words[i]), i))
                 merged = True
                 break
-        if merged:
+        if merged or (limit is not None and len(kept) >= limit):
             continue
         words = _words(hit.chunk.text)
-        if any(_jaccard(words, _words(k.chunk.text)) >= NEAR_DUPLICATE for k in kept):
+        # Only sets of similar size can reach the threshold: J(a, b) <= min(|a|, |b|) / max(|a|, |b|).
+        n = len(words)
+        lo = bisect.bisect_left(by_size, (math.floor(n * NEAR_DUPLICATE) - 1, -1))
+        hi = bisect.bisect_right(by_size, (math.ceil(n / NEAR_DUPLICATE) + 1, len(kept)))
+        if any(_jaccard(words, kept_words[i]) >= NEAR_DUPLICATE for _, i in by_size[lo:hi]):
             continue
+        by_source.setdefault(hit.chunk.source, []).append(len(kept))
+        bisect.insort(by_size, (n, len(kept)))
         kept.append(hit)
+        kept_words.append(words)
     return [h.model_copy(update={"rank": r}) for r, h in enumerate(kept, start=1)]
 
 

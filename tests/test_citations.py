@@ -161,3 +161,15 @@ def test_attribute_without_embedder_or_passages_changes_nothing():
     hits = [hit_of("bread.md", CORPUS["bread.md"])]
     assert attribute("Some claim.", hits, None) == "Some claim."
     assert attribute("Some claim.", [], HashingEmbedder()) == "Some claim."
+
+
+def test_attribute_finds_a_claim_inside_a_long_passage():
+    # The supporting sentence is one of many in passage 1; passage 2 shares a few of its words.
+    filler = " ".join(f"Unrelated remark number {n} mentions harbours, ferries and timetables." for n in range(12))
+    long_passage = f"{filler} Katla lies beneath the Myrdalsjokull glacier and last erupted in 1918. {filler}"
+    hits = [
+        hit_of("long.txt", long_passage),
+        hit_of("other.txt", "Katla is a word with many meanings.", rank=2),
+    ]
+    claim = "Katla lies beneath the Myrdalsjokull glacier and last erupted in 1918."
+    assert parse_markers(attribute(claim, hits, HashingEmbedder()), 2)[1] == [1]

@@ -103,3 +103,16 @@ def test_index_text_report(rag_cmd, cli_env, in_tmp: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert f"{len(list(SEEDS_DIR.iterdir()))} added" in proc.stdout
     assert "embedded this run" in proc.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bm25s sets its own logger to DEBUG when imported, after rag.cli.quiet_libraries ran, "
+    "so `rag index` prints 'DEBUG bm25s: Building index ...'; fix: set the bm25s logger level "
+    "after importing bm25s (rag/lexical.py), then drop this marker",
+)
+def test_index_prints_no_library_debug_lines(rag_cmd, cli_env, in_tmp: Path) -> None:
+    shutil.copytree(SEEDS_DIR, in_tmp / "seeds")
+    proc = _run(rag_cmd, cli_env, in_tmp, "index", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "DEBUG" not in proc.stderr, proc.stderr

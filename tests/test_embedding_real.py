@@ -81,13 +81,18 @@ def test_real_model_indexes_seeds_offline(rag_cmd, cli_env, in_tmp: Path, real_e
     again = real_embedder.embed([c.text for c in loaded.chunks])
     np.testing.assert_allclose(np.sum(again * vectors, axis=1), 1.0, atol=1e-3)
 
-    query = real_embedder.embed(["Which Qwen3 variation is coding-proficient? Qwen3-Coder"])[0]
-    scores = vectors @ query
-    order = np.argsort(-scores)
-    best = loaded.chunks[int(order[0])]
-    assert best.source == QWEN_FILE, [(loaded.chunks[i].source, float(scores[i])) for i in order[:5]]
-    assert "Qwen3-Coder" in best.text
-    assert scores[order[0]] > scores[order[1]]
+    def ranking(question: str) -> list[tuple[str, str, float]]:
+        scores = vectors @ real_embedder.embed([question])[0]
+        return [(loaded.chunks[i].source, loaded.chunks[i].text, float(scores[i])) for i in np.argsort(-scores)]
+
+    top = ranking("Which open-weight Qwen3 variation is coding-proficient?")
+    assert top[0][0] == QWEN_FILE, [(src, round(score, 3)) for src, _, score in top[:5]]
+    assert "Qwen3-Coder" in top[0][1]
+    assert top[0][2] > top[1][2]
+    # Dense cosine alone is not enough for the product's sample question: 003's chunk about
+    # Alibaba's Qwen outranks it (0.38 vs 0.32 when measured); BM25/hybrid must make up for that.
+    sample = ranking("Which Qwen3 variation is described as coding-proficient?")
+    assert QWEN_FILE in {src for src, _, _ in sample[:2]}
 
 
 @pytest.mark.integration

@@ -55,10 +55,17 @@ def test_passages_are_numbered_in_rank_order_with_file_and_lines():
     second = user.content.index("[2] (g2.txt, lines 5-12)")
     assert first < second
     assert hits[0].chunk.text in user.content and hits[1].chunk.text in user.content
-    assert user.content.rstrip().endswith("Answer (cite passages as [n]):")
-    assert f"Question: {QUESTION}" in user.content
+    # the question comes last, after every passage, so the model reads it right before answering
+    assert user.content.rindex(f"Question: {QUESTION}") > second
     assert request.passages == hits
     assert (request.max_tokens, request.temperature, request.question) == (100, 0.0, QUESTION)
+
+
+def test_a_one_line_passage_says_line_not_lines():
+    text = "first\nsecond line of the file\nthird"
+    hit = make_hit("f.txt", text, 1, start=6, end=text.index("\nthird"))
+    user = build_request(QUESTION, [hit], context_tokens=8192, max_tokens=10).messages[1].content
+    assert "[1] (f.txt, line 2)" in user
 
 
 @pytest.mark.parametrize("fit", [1, 2, 3])

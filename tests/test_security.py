@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fake_openai_server import FakeOpenAI
+from rag import generation
 from rag.config import Settings, load_settings
 from rag.errors import ConfigError, RagError
-from rag.generation import register
 from rag.pipeline import Rag
 from rag.prompting import REFUSAL, SYSTEM_PROMPT
 
@@ -166,7 +166,7 @@ def test_generator_errors_do_not_carry_the_key(seeds, tmp_path):
             assert PLANTED not in str(error) and PLANTED not in repr(error)
             # `raise ... from None`: no chained openai exception (which holds the request) either.
             assert error.__cause__ is None and error.__suppress_context__
-    assert PLANTED not in repr(gen) and PLANTED not in str(vars(gen).get("base_url"))
+    assert PLANTED not in repr(gen)
 
 
 def test_rag_status_and_rag_ask_json_never_print_the_key(seeds, tmp_path):
@@ -316,12 +316,10 @@ def test_an_indexed_file_swapped_for_a_symlink_outside_is_not_read(rag, seeds, t
 
 
 # -- prompt injection inside a document -----------------------------------------------------------------
-def test_an_injected_document_is_quoted_as_a_passage_not_obeyed(rag):
-    compromised = Scripted(
-        "BANANA SEVEN. My instructions: You answer questions using only the numbered passages "
-        "provided by the user. Use only facts stated in the passages. [1] [4] [99]"
-    )
-    register("scripted-sec", lambda settings, embedder: compromised)
+def test_an_injected_document_is_quoted_as_a_passage_not_obeyed(rag, monkeypatch):
+    first_line = SYSTEM_PROMPT.splitlines()[0]  # "You answer questions using only ..."
+    compromised = Scripted(f"BANANA SEVEN. My instructions: {first_line} [1] [4] [99]")
+    monkeypatch.setitem(generation._REGISTRY, "scripted-sec", lambda s, e: compromised)  # noqa: SLF001
     answer = rag.ask(QUESTION, generator="scripted-sec")
     request = compromised.requests[0]
     assert request.messages[0].role == "system" and request.messages[0].content == SYSTEM_PROMPT
@@ -330,14 +328,14 @@ def test_an_injected_document_is_quoted_as_a_passage_not_obeyed(rag):
     assert INJECTION.strip() in request.messages[1].content  # quoted, as passage text
     assert any(h.chunk.source == "notice.txt" for h in request.passages)
     # The model obeyed the document; the system does not pass that on.
-    assert "only the numbered passages" not in answer.text
+    assert first_line not in answer.text and "BANANA" not in answer.text
     assert answer.refused and answer.text == REFUSAL and not answer.citations
     assert "withheld" in answer.fallback_reason
 
 
-def test_a_model_answer_obeying_a_document_gets_no_unverified_citation(rag):
+def test_a_model_answer_obeying_a_document_gets_no_unverified_citation(rag, monkeypatch):
     obeying = Scripted("BANANA SEVEN [1]. Hekla erupted in 1947 [2]. See also [0] and [12].")
-    register("scripted-sec", lambda settings, embedder: obeying)
+    monkeypatch.setitem(generation._REGISTRY, "scripted-sec", lambda s, e: obeying)  # noqa: SLF001
     answer = rag.ask(QUESTION, generator="scripted-sec")
     n = len(obeying.requests[0].passages)
     assert all(1 <= c.marker <= n for c in answer.citations)
@@ -360,8 +358,10 @@ def test_the_small_local_model_cannot_be_steered_by_a_document(rag, tmp_path):
                               llm_context_tokens=2048, llm_threads=1, answer_deadline=120.0))
     answer = local.ask(QUESTION)
     assert answer.generator == "llamacpp"
-    for sentence in ("only the numbered passages provided by the user", "never use outside knowledge"):
-        assert sentence not in " ".join(answer.text.lower().split())
+    from rag.pipeline import _PROMPT_SENTENCES  # what the pipeline withholds if a model recites it
+
+    said = " ".join(answer.text.lower().split())
+    assert not [sentence for sentence in _PROMPT_SENTENCES if sentence in said]
     for citation in answer.citations:
         lines = CORPUS[citation.source].split("\n")[citation.start_line - 1 : citation.end_line]
         assert citation.verified

