@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV_SET = Path("/work/shared/eval/seeds_qa_dev.jsonl")
+DEV_SET = ROOT.parent / "shared" / "eval" / "seeds_qa_dev.jsonl"
 MODES = ("dense", "bm25", "hybrid")
 BACKENDS = ("extractive", "llamacpp-qwen", "llamacpp-smollm2")
 

@@ -15,7 +15,7 @@ from rag.errors import RagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ask your documents, offline.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 
 def _settings(**overrides):
@@ -126,11 +126,16 @@ def ask(
         assert stream.answer is not None
         print(stream.answer.model_dump_json(indent=2))
         return
+    streamed = []
     for piece in stream:
+        streamed.append(piece)
         print(piece, end="", flush=True)
     print()
     answer = stream.answer
     assert answer is not None
+    if answer.text.strip() and answer.text.strip() != "".join(streamed).strip():
+        # The stream broke and another backend (the extractive fallback) answered instead.
+        print(answer.text)
     if answer.fallback_reason:
         err.print(f"[yellow]note:[/] {answer.fallback_reason}", highlight=False)
     if answer.citations:

@@ -14,7 +14,7 @@ from rag.errors import ConfigError
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure answer and retrieval quality.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 
 def _fmt(value, digits: int = 3) -> str:

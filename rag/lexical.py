@@ -17,17 +17,23 @@ def _stemmer():
         return None
 
 
-def _tokenize(texts: list[str]):
+def load_bm25s():
+    """bm25s, with the DEBUG level it gives its own logger on import turned back down."""
+    import logging
+
     import bm25s
 
-    return bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def _tokenize(texts: list[str]):
+    return load_bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
 
 
 def build_bm25(texts: list[str]):
     """A BM25 index over the texts, rows in the same order as the FAISS vectors."""
-    import bm25s
-
-    retriever = bm25s.BM25()
+    retriever = load_bm25s().BM25()
     retriever.index(_tokenize(texts), show_progress=False)
     return retriever
 

@@ -142,9 +142,9 @@ def load(index_dir: Path, *, verify: bool = True) -> LoadedIndex:
         index = faiss.read_index(str(folder / VECTORS))
         bm25 = None
         if chunks:
-            import bm25s
+            from rag.lexical import load_bm25s
 
-            bm25 = bm25s.BM25.load(str(folder / BM25_DIR))
+            bm25 = load_bm25s().BM25.load(str(folder / BM25_DIR))
     except Exception as exc:
         raise IndexCorruptError(
             f"index in {folder} cannot be read ({type(exc).__name__}: {exc}); "

@@ -51,11 +51,6 @@ def test_bad_overlap_exits_cleanly(rag_cmd, cli_env, in_tmp: Path) -> None:
     _assert_clean_error(proc, "RAG_CHUNK_OVERLAP", "RAG_CHUNK_TOKENS")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag/cli.py: the stderr rich Console hard-wraps at 80 columns when not a terminal; "
-    "fix with Console(stderr=True, soft_wrap=True), then drop this marker",
-)
 def test_errors_are_one_line(rag_cmd, cli_env, in_tmp: Path) -> None:
     cli_env["RAG_SEEDS_DIR"] = str(in_tmp / "a" / "documents" / "folder" / "that" / "does" / "not" / "exist")
     missing = _run(rag_cmd, cli_env, in_tmp, "index")
@@ -105,12 +100,6 @@ def test_index_text_report(rag_cmd, cli_env, in_tmp: Path) -> None:
     assert "embedded this run" in proc.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bm25s sets its own logger to DEBUG when imported, after rag.cli.quiet_libraries ran, "
-    "so `rag index` prints 'DEBUG bm25s: Building index ...'; fix: set the bm25s logger level "
-    "after importing bm25s (rag/lexical.py), then drop this marker",
-)
 def test_index_prints_no_library_debug_lines(rag_cmd, cli_env, in_tmp: Path) -> None:
     shutil.copytree(SEEDS_DIR, in_tmp / "seeds")
     proc = _run(rag_cmd, cli_env, in_tmp, "index", "--json")

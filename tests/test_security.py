@@ -213,11 +213,6 @@ def test_settings_errors_exit_1_naming_the_setting(seeds, tmp_path, args, env, s
     assert PLANTED not in proc.stderr + proc.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag/cli.py prints errors through rich, which wraps them at 80 columns when stderr is "
-    "not a terminal; fix: Console(stderr=True, soft_wrap=True)",
-)
 @pytest.mark.parametrize(("args", "env", "setting"), SETTINGS_ERRORS[:2])
 def test_settings_errors_are_a_single_line(seeds, tmp_path, args, env, setting):
     Rag(make_settings(tmp_path)).index()  # in-process: one subprocess less per test
