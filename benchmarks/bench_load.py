@@ -36,7 +36,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +207,15 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- one request through the chat's send event ------------------------------------------------
 def send_endpoint(client) -> tuple[int, str]:
     """The fn_index of the event behind the Send button, and its API visibility.
@@ -236,6 +246,7 @@ class Result:
     note: str = ""
     answer: str = ""
     keywords_ok: bool | None = None
+    server_s: float | None = None  # the answer's own total time (details line): latency minus queueing
     citations: list[tuple[str, int, int, str, bool]] = field(default_factory=list)  # file, first, last, quote, server-verified
 
 
@@ -274,6 +285,9 @@ def read_outputs(result: Result, question: Question, outputs: object) -> None:
     result.refused = "rag-refusal" in final
     generator = re.search(r'<span class="rag-generator">(.*?)</span>', final)
     result.generator = html.unescape(generator.group(1)) if generator else ""
+    details = re.search(r'<div class="rag-details">(.*?)</div>', final, re.S)
+    seconds = re.search(r"([\d.]+) s$", details.group(1).strip()) if details else None
+    result.server_s = float(seconds.group(1)) if seconds else None
     note = re.search(r'<div class="rag-note">(.*?)</div>', final)
     result.note = html.unescape(note.group(1)) if note else ""
     body = re.search(r'<div class="rag-(?:answer|refusal) rag-final">(.*?)</div>', final, re.S)
@@ -323,6 +337,7 @@ class Run:
         self.stop_issuing = threading.Event()
         self.finished = threading.Event()
         self.rss: list[tuple[float, int]] = []
+        self.cpu: list[float] = []  # server CPU s, own CPU s, clock: when the measured time starts
         self.t0 = time.monotonic()
         self.measure_start = self.t0 + args.warmup
         self.measure_end = self.measure_start + args.duration
@@ -360,6 +375,8 @@ class Run:
 
     def sample_rss(self) -> None:
         while not self.finished.is_set():
+            if not self.cpu and time.monotonic() >= self.measure_start:
+                self.cpu = [cpu_seconds(self.server.process.pid), sum(os.times()[:2]), time.monotonic()]
             self.rss.append((time.monotonic() - self.t0, tree_rss(self.server.process.pid)))
             self.finished.wait(1.0)
 
@@ -464,10 +481,15 @@ class Run:
             thread.join()
         rebuild.join(timeout=self.args.timeout + REBUILD_TIMEOUT)
         self.stop_issuing.set()
-        self.all_done = time.monotonic()
         time.sleep(1.0)  # one more RSS sample with nothing running
         self.finished.set()
         sampler.join()
+        if self.cpu:
+            wall = time.monotonic() - self.cpu[2]
+            self.cpu_used = {
+                "server_cores": round((cpu_seconds(self.server.process.pid) - self.cpu[0]) / wall, 2),
+                "load_generator_cores": round((sum(os.times()[:2]) - self.cpu[1]) / wall, 2),
+            }
 
     def rss_at(self, moment: float) -> int:
         """The first sample taken at or after `moment` (seconds since the start)."""
@@ -479,6 +501,7 @@ class Run:
         ok = [r for r in measured if r.error is None]
         errors = [r for r in self.results if r.error is not None]
         latencies = [r.latency for r in ok]
+        own = [r.server_s for r in ok if r.server_s is not None]
         span = max((r.started + r.latency for r in measured), default=0.0) - self.args.warmup
         warm = [r.latency for r in done if r.phase == "warmup" and r.error is None]
         checked, citation_failures = self.check_citations()
@@ -508,6 +531,11 @@ class Run:
                 "max": round(max(latencies), 3) if latencies else None,
                 "mean": round(sum(latencies) / len(latencies), 3) if latencies else None,
             },
+            "answer_time_s": {  # the server's own time per answer, without the queue
+                "p50": round(percentile(own, 50), 3) if own else None,
+                "p95": round(percentile(own, 95), 3) if own else None,
+                "max": round(max(own), 3) if own else None,
+            },
             "throughput_rps": round(len(ok) / span, 3) if span > 0 else None,
             "measured_span_s": round(span, 1),
             "warmup_requests": {"completed": len(warm), "max_latency_s": round(max(warm), 1) if warm else None},
@@ -516,6 +544,7 @@ class Run:
                 "unanswerable_answered": sum(1 for r in ok if r.question == self.questions[-1].id and not r.refused),
                 "answerable_refused": sum(1 for r in ok if r.question != self.questions[-1].id and r.refused),
                 "missing_expected_keywords": sum(1 for r in ok if r.keywords_ok is False),
+                "missing_keywords_by_question": dict(sorted(Counter(r.question for r in ok if r.keywords_ok is False).items())),
                 "with_note": sum(bool(r.note) for r in ok),
                 "note_samples": sorted({r.note for r in ok if r.note})[:5],
                 "generators": sorted({r.generator for r in ok}),
@@ -524,6 +553,7 @@ class Run:
                 "after_warmup": mb(rss_start), "end": mb(rss_end),
                 "peak": mb(max((b for _, b in self.rss), default=0)),
                 "growth_pct": round(growth, 2), "ok": growth < RSS_GROWTH_LIMIT, "samples": len(self.rss),
+                "trace": [[round(t), mb(b)] for t, b in self.rss[::10]],  # every 10th one-second sample
             },
             "rebuild": {
                 **self.rebuild,
@@ -535,6 +565,8 @@ class Run:
             },
             "load_average": {"start": [round(x, 2) for x in load_start],
                              "end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()},
+            # average cores busy from the end of warm-up to the end of the run
+            "cpu_use": getattr(self, "cpu_used", None),
         }
         summary["passed"] = not errors and summary["rss_mb"]["ok"] and rebuild_ok
         return summary
@@ -552,13 +584,17 @@ def human(s: dict) -> str:
         f"  requests        {s['requests']} measured (+{s['warmup_requests']['completed']} in warm-up), "
         f"{s['errors']} errors",
         f"  latency         p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s, mean {lat['mean']} s",
+        f"  answer time     p50 {s['answer_time_s']['p50']} s, p95 {s['answer_time_s']['p95']} s, "
+        f"max {s['answer_time_s']['max']} s (server side, without queueing)",
         f"  throughput      {s['throughput_rps']} answers/s over {s['measured_span_s']} s "
         "(from the end of warm-up to the last measured answer)",
         f"  answers         {ans['refused']} refused ({ans['unanswerable_answered']} unanswerable answered, "
         f"{ans['answerable_refused']} answerable refused), {ans['missing_expected_keywords']} without the "
-        f"expected keywords, {ans['with_note']} with a note; generators: {', '.join(ans['generators'])}",
+        f"expected keywords {ans['missing_keywords_by_question'] or ''}, {ans['with_note']} with a note; "
+        f"generators: {', '.join(ans['generators'])}",
         f"  server RSS      {rss['after_warmup']} MB after warm-up, {rss['end']} MB at the end, peak {rss['peak']} MB: "
         f"growth {rss['growth_pct']}% ({'ok' if rss['ok'] else 'NOT ok'}, limit {RSS_GROWTH_LIMIT:g}%)",
+        "  RSS trace       " + ", ".join(f"{t}s {m:.0f}" for t, m in rss["trace"]) + " (MB)",
     ]
     if rb.get("triggered"):
         lines.append(
@@ -578,6 +614,9 @@ def human(s: dict) -> str:
     lines += [f"    {line}" for line in s["error_samples"] + rb.get("citation_failure_samples", [])]
     lines.append(f"  load average    {s['load_average']['start']} at start, {s['load_average']['end']} at end "
                  f"({s['load_average']['cpus']} CPUs)")
+    if s["cpu_use"]:
+        lines.append(f"  CPU use         server {s['cpu_use']['server_cores']} cores, this load generator "
+                     f"{s['cpu_use']['load_generator_cores']} cores (average after warm-up)")
     lines.append("PASSED" if s["passed"] else "FAILED")
     return "\n".join(lines)
 

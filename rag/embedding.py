@@ -39,6 +39,9 @@ class Embedder(Protocol):
     def fits(self, text: str) -> bool: ...
 
 
+SMALL_INPUT = 64  # texts; up to this many are embedded on one thread
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model resolved to a local folder, loaded once per process."""
 
@@ -52,7 +55,9 @@ class SentenceTransformerEmbedder:
             import torch
             from sentence_transformers import SentenceTransformer
 
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            self._torch = torch
+            self._threads = max(1, os.cpu_count() or 1)
+            torch.set_num_threads(self._threads)
             self._model = SentenceTransformer(path, device="cpu")
         except Exception as exc:
             raise EmbeddingError(
@@ -76,6 +81,12 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # sentence-transformers sorts by length inside encode, so batches hold similar lengths.
         with self._lock:
+            # A query or a handful of sentences runs on one thread: spreading a tiny matrix over
+            # cores costs more in hand-offs than it saves, and when another process holds a core
+            # (a local model answering) the waiting threads make it 10-25x slower. Batches use all.
+            threads = 1 if len(texts) <= SMALL_INPUT else self._threads
+            if self._torch.get_num_threads() != threads:
+                self._torch.set_num_threads(threads)
             vectors = self._model.encode(
                 texts,
                 batch_size=batch_size,

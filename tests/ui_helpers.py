@@ -128,3 +128,19 @@ def save_screenshot(page, name: str) -> Path:
     path = ARTIFACTS_DIR / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def login(page, user: str, password: str) -> None:
+    """Fill in and send Gradio's login form (shown instead of the chat when RAG_AUTH is set)."""
+    page.locator("input[type=text]").first.fill(user)
+    page.locator("input[type=password]").first.fill(password)
+    page.get_by_role("button", name="Login").click()
+
+
+def http_get(url: str, *, timeout: float = 10) -> tuple[int, str]:
+    """Status and body of a GET, without raising on 4xx/5xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")

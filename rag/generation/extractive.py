@@ -15,6 +15,20 @@ from rag.text import sentences, terms
 
 MAX_SENTENCES = 3
 MIN_SCORE = 0.35
+SEMANTIC_SHORTLIST = 24
+# Words a question uses to point at a document ("the article on ...", "what does the author say")
+# rather than at the answer: they say where to look, so they do not score answer sentences.
+POINTER_WORDS = frozenset(
+    terms("article articles post posts author authors document documents passage passages essay "
+          "blog writer commenter piece")
+)
+_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
+
+
+def is_heading(sentence: str) -> bool:
+    """A short line without closing punctuation: a title or heading, which names a topic but
+    answers nothing."""
+    return len(sentence.split()) < 12 and not _SENTENCE_END.search(sentence)
 
 
 class ExtractiveGenerator:
@@ -33,9 +47,10 @@ class ExtractiveGenerator:
             text = hit.chunk.text
             for start, end in sentences(text):
                 sentence = re.sub(r"\s+", " ", text[start:end])
-                if len(sentence.split()) >= 4:
+                if len(sentence.split()) >= 4 and not is_heading(sentence):
                     candidates.append((marker, sentence))
         q_terms = set(terms(request.question))
+        q_terms = (q_terms - POINTER_WORDS) or q_terms
         if not candidates or not q_terms:
             return REFUSAL
         doc_freq: dict[str, int] = {}
@@ -47,11 +62,12 @@ class ExtractiveGenerator:
         weight = {t: math.log(1 + n / (1 + doc_freq.get(t, 0))) for t in q_terms}
         total = sum(weight.values()) or 1.0
         lexical = np.array([sum(weight[t] for t in ts & q_terms) / total for ts in cand_terms])
+        semantic = np.zeros(n)
         if self.embedder is not None:
-            vecs = self.embedder.embed([request.question] + [s for _, s in candidates])
-            semantic = vecs[1:] @ vecs[0]
-        else:
-            semantic = np.zeros(n)
+            # Embedding is the costly part: only the lexically closest sentences are compared.
+            shortlist = np.argsort(-lexical, kind="stable")[:SEMANTIC_SHORTLIST]
+            vecs = self.embedder.embed([request.question] + [candidates[i][1] for i in shortlist])
+            semantic[shortlist] = vecs[1:] @ vecs[0]
         # Earlier passages ranked higher in retrieval; a small prior keeps ties in their order.
         prior = np.array([0.05 / marker for marker, _ in candidates])
         scores = 0.6 * lexical + 0.4 * np.clip(semantic, 0, None) + prior
