@@ -81,8 +81,23 @@ index: install
 serve: install
 	$(BIN)/rag serve --host $(HOST) --port $(PORT)
 
-bench: install
+# Every figure of docs/BENCHMARKS.md, on the data sets in ../shared (read in place, never copied).
+SHARED ?= ../shared
+$(VENV)/.bench: $(VENV)/.installed
+	$(PIP) install --find-links $(WHEELS) -e ".[local,eval,bench]"
+	touch $@
+
+bench: $(VENV)/.bench models
 	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_query.py
+	for mode in dense bm25 hybrid; do $(BIN)/rag eval beir $(SHARED)/benchmarks/scifact --mode $$mode; done
+	$(BIN)/rag eval qa $(SHARED)/eval/seeds_qa_dev.jsonl --generator extractive
+	$(BIN)/rag eval qa $(SHARED)/eval/seeds_qa_dev.jsonl --generator llamacpp
+	$(BIN)/rag eval qa $(SHARED)/benchmarks/clapnq/qa.jsonl --corpus $(SHARED)/benchmarks/clapnq/corpus.jsonl --generator extractive
+	$(BIN)/python benchmarks/bench_peers.py
+	$(BIN)/python benchmarks/bench_embedding_roofline.py --batch-sizes 8,32,128
+	$(BIN)/python benchmarks/bench_load.py --generator extractive
+	$(BIN)/python benchmarks/bench_load.py --generator llamacpp
 
 # Fails on any known vulnerability. Offline, the vulnerability service cannot be reached and every
 # package is reported "not audited"; `make audit AUDIT_FLAGS=--strict` makes that a failure too.

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV_SET = ROOT.parent / "shared" / "eval" / "seeds_qa_dev.jsonl"
 UNANSWERABLE = "Who won the 2022 FIFA World Cup?"  # used when the dev set has none
 RSS_GROWTH_LIMIT = 5.0  # percent
+RSS_WINDOW = 10.0  # seconds of samples whose median stands for "after warm-up" and "at the end"
 SERVER_START_TIMEOUT = 180.0
 REBUILD_TIMEOUT = 240.0
 _TAG = re.compile(r"<[^>]+>")
@@ -101,11 +102,15 @@ def free_port() -> int:
 class Server:
     """`rag serve` on a free loopback port, in its own process group so it can always be ended."""
 
-    def __init__(self, workdir: Path, generator: str, model_path: Path | None) -> None:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
         self.seeds, self.index, self.log_path = workdir / "seeds", workdir / "index", workdir / "serve.log"
-        shutil.copytree(ROOT / "seeds", self.seeds)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, generator: str, model_path: Path | None) -> None:
+        shutil.copytree(ROOT / "seeds", self.seeds)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         env.update(
             RAG_SEEDS_DIR=str(self.seeds), RAG_INDEX_DIR=str(self.index), RAG_GENERATOR=generator,
@@ -119,7 +124,7 @@ class Server:
             # cwd=workdir: no .env of the repository is read.
             self.process = subprocess.Popen(
                 [str(rag), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -152,7 +157,7 @@ class Server:
         raise TimeoutError(f"`rag serve` was not ready within {SERVER_START_TIMEOUT:.0f}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -247,7 +252,8 @@ class Result:
     answer: str = ""
     keywords_ok: bool | None = None
     server_s: float | None = None  # the answer's own total time (details line): latency minus queueing
-    citations: list[tuple[str, int, int, str, bool]] = field(default_factory=list)  # file, first, last, quote, server-verified
+    # (file, first line, last line, quote, verified by the server) of each source card
+    citations: list[tuple[str, int, int, str, bool]] = field(default_factory=list)
 
 
 def _message_text(message: dict) -> str:
@@ -416,7 +422,8 @@ class Run:
             return
         seen = time.monotonic()
         self.rebuild.update(rebuilt=True, built_at_after=after.isoformat(),
-                            new_build_seen_at_s=round(seen - self.t0, 1), seconds_to_new_build=round(seen - changed_at, 1))
+                            new_build_seen_at_s=round(seen - self.t0, 1),
+                            seconds_to_new_build=round(seen - changed_at, 1))
         log(f"rebuild: new build in place after {seen - changed_at:.1f}s; asking about the marker")
         probe = Question("marker", f"How many comets did the {codename} observatory catalogue?",
                          keywords=((codename, "4,812", "4812"),))
@@ -491,9 +498,13 @@ class Run:
                 "load_generator_cores": round((sum(os.times()[:2]) - self.cpu[1]) / wall, 2),
             }
 
-    def rss_at(self, moment: float) -> int:
-        """The first sample taken at or after `moment` (seconds since the start)."""
-        return next((rss for t, rss in self.rss if t >= moment), self.rss[-1][1])
+    def rss_window(self, start: float, end: float) -> int:
+        """Median of the samples taken between two moments (seconds since the start).
+
+        One sample swings by 100 MB with the answer in progress; ten seconds' median does not.
+        """
+        window = sorted(rss for t, rss in self.rss if start <= t <= end) or [self.rss[-1][1]]
+        return window[len(window) // 2]
 
     def report(self, model_note: str | None, load_start: tuple[float, ...]) -> dict:
         done = [r for r in self.results if r.phase != "probe"]
@@ -505,8 +516,9 @@ class Run:
         span = max((r.started + r.latency for r in measured), default=0.0) - self.args.warmup
         warm = [r.latency for r in done if r.phase == "warmup" and r.error is None]
         checked, citation_failures = self.check_citations()
-        rss_start = self.rss_at(self.args.warmup)
-        rss_end = self.rss[-1][1] if self.rss else 0
+        last = self.rss[-1][0] if self.rss else 0.0
+        rss_start = self.rss_window(self.args.warmup, self.args.warmup + RSS_WINDOW) if self.rss else 0
+        rss_end = self.rss_window(last - RSS_WINDOW, last) if self.rss else 0
         growth = (rss_end - rss_start) / rss_start * 100 if rss_start else float("nan")
         probe = self.rebuild.get("probe", {})
         rebuild_ok = bool(self.rebuild.get("rebuilt") and probe.get("ok") and not citation_failures)
@@ -538,19 +550,24 @@ class Run:
             },
             "throughput_rps": round(len(ok) / span, 3) if span > 0 else None,
             "measured_span_s": round(span, 1),
-            "warmup_requests": {"completed": len(warm), "max_latency_s": round(max(warm), 1) if warm else None},
+            "warmup_requests": {"completed": len(warm),
+                                "p50_latency_s": round(percentile(warm, 50), 1) if warm else None,
+                                "max_latency_s": round(max(warm), 1) if warm else None},
             "answers": {
                 "refused": sum(r.refused for r in ok),
                 "unanswerable_answered": sum(1 for r in ok if r.question == self.questions[-1].id and not r.refused),
                 "answerable_refused": sum(1 for r in ok if r.question != self.questions[-1].id and r.refused),
                 "missing_expected_keywords": sum(1 for r in ok if r.keywords_ok is False),
-                "missing_keywords_by_question": dict(sorted(Counter(r.question for r in ok if r.keywords_ok is False).items())),
+                "missing_keywords_by_question": dict(sorted(
+                    Counter(r.question for r in ok if r.keywords_ok is False).items())),
                 "with_note": sum(bool(r.note) for r in ok),
                 "note_samples": sorted({r.note for r in ok if r.note})[:5],
                 "generators": sorted({r.generator for r in ok}),
             },
             "rss_mb": {
-                "after_warmup": mb(rss_start), "end": mb(rss_end),
+                "after_warmup": mb(rss_start), "end": mb(rss_end), "window_s": RSS_WINDOW,
+                "first_sample_after_warmup": mb(next((b for t, b in self.rss if t >= self.args.warmup), 0)),
+                "last_sample": mb(self.rss[-1][1]) if self.rss else 0,
                 "peak": mb(max((b for _, b in self.rss), default=0)),
                 "growth_pct": round(growth, 2), "ok": growth < RSS_GROWTH_LIMIT, "samples": len(self.rss),
                 "trace": [[round(t), mb(b)] for t, b in self.rss[::10]],  # every 10th one-second sample
@@ -581,7 +598,8 @@ def human(s: dict) -> str:
         + f", {s['warmup_s']:g}s warm-up + {s['duration_s']:g}s measured (client timeout {s['client_timeout_s']:g}s)",
         f"  endpoint        send event, fn_index {s['endpoint']['fn_index']} ({s['endpoint']['api_visibility']})"
         if s["endpoint"] else "  endpoint        none reached",
-        f"  requests        {s['requests']} measured (+{s['warmup_requests']['completed']} in warm-up), "
+        f"  requests        {s['requests']} measured (+{s['warmup_requests']['completed']} in warm-up, "
+        f"p50 {s['warmup_requests']['p50_latency_s']} s, max {s['warmup_requests']['max_latency_s']} s), "
         f"{s['errors']} errors",
         f"  latency         p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s, mean {lat['mean']} s",
         f"  answer time     p50 {s['answer_time_s']['p50']} s, p95 {s['answer_time_s']['p95']} s, "
@@ -592,7 +610,9 @@ def human(s: dict) -> str:
         f"{ans['answerable_refused']} answerable refused), {ans['missing_expected_keywords']} without the "
         f"expected keywords {ans['missing_keywords_by_question'] or ''}, {ans['with_note']} with a note; "
         f"generators: {', '.join(ans['generators'])}",
-        f"  server RSS      {rss['after_warmup']} MB after warm-up, {rss['end']} MB at the end, peak {rss['peak']} MB: "
+        f"  server RSS      {rss['after_warmup']} MB after warm-up, {rss['end']} MB at the end (medians of "
+        f"{rss['window_s']:g} s; single samples {rss['first_sample_after_warmup']} and {rss['last_sample']}), "
+        f"peak {rss['peak']} MB: "
         f"growth {rss['growth_pct']}% ({'ok' if rss['ok'] else 'NOT ok'}, limit {RSS_GROWTH_LIMIT:g}%)",
         "  RSS trace       " + ", ".join(f"{t}s {m:.0f}" for t, m in rss["trace"]) + " (MB)",
     ]
@@ -654,15 +674,22 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from rag.config import Settings
 
+    def interrupted(signum, frame):  # a `kill` ends the run like Ctrl+C: the server is stopped too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+
     questions = load_questions(args.dev_set)
     model_path, model_note = choose_model(args.generator, args.model_path)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp:
-        server = None
+        server = Server(Path(tmp))
         try:
-            server = Server(Path(tmp), args.generator, model_path)
             log(f"starting `rag serve` on {server.url} ({args.generator})")
-            settings = Settings(_env_file=None, seeds_dir=server.seeds, index_dir=server.index)
+            server.start(args.generator, model_path)
+            # The server sees no RAG_* variables but these: neither may this side.
+            settings = Settings(_env_file=None, seeds_dir=server.seeds, index_dir=server.index,
+                                top_k=Settings.model_fields["top_k"].default)
             server.wait_until_ready(settings)
             run = Run(args, server, settings, questions)
             run.execute()
@@ -676,8 +703,7 @@ def main(argv: list[str] | None = None) -> int:
             log(str(exc))
             return 2
         finally:
-            if server is not None:
-                server.stop()
+            server.stop()
     print(json.dumps(summary, indent=2) if args.json else human(summary))
     return 0 if summary["passed"] else 1
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from rag.text import STOPWORDS
+
+_WORDS = re.compile(r"[\w'’.-]*\w", re.UNICODE)
+MAX_CONTEXT_WORDS = 8
+
 _REFERRING = re.compile(
     r"\b(it|its|it's|they|them|their|theirs|this|that|these|those|he|him|his|she|her|hers|"
     r"the same|there|then|one|ones|what about|how about|and)\b",
@@ -21,10 +26,20 @@ def is_follow_up(question: str) -> bool:
 def condense(question: str, history: Sequence[tuple[str, str]]) -> str:
     """A standalone version of a follow-up: the question plus the subject of the previous turn.
 
-    Deterministic on purpose, so retrieval for a follow-up does not depend on which generator is
-    selected; the rewritten question is shown to the user.
+    Only the previous question's content words are carried over, and not those the follow-up
+    already has, so the new question's own terms still lead retrieval. Deterministic on purpose,
+    so retrieval for a follow-up does not depend on which generator is selected; the rewritten
+    question is shown to the user.
     """
     if not history or not is_follow_up(question):
         return question
-    previous = history[-1][0].strip().rstrip("?")
-    return f"{question.rstrip()} (about: {previous})"
+    own = {w.lower() for w in _WORDS.findall(question)}
+    carried: list[str] = []
+    for word in _WORDS.findall(history[-1][0]):
+        low = word.lower()
+        if low in STOPWORDS or low in own or _REFERRING.fullmatch(low) or low in {w.lower() for w in carried}:
+            continue
+        carried.append(word)
+    if not carried:
+        return question
+    return f"{question.rstrip()} (about: {' '.join(carried[:MAX_CONTEXT_WORDS])})"

@@ -286,8 +286,8 @@ def test_unknown_generator_lists_the_valid_names(r):
 # -- follow-ups ------------------------------------------------------------------------------------
 def test_a_follow_up_is_condensed_and_reported(r, scripted):
     scripted.enqueue("Vienna and Budapest [1].")
-    answer = r.ask("What about its cities?", history=[(DANUBE, "...")])
-    assert answer.standalone_question == "What about its cities? (about: Which cities stand on the Danube)"
+    answer = r.ask("And its cities?", history=[(DANUBE, "...")])
+    assert answer.standalone_question == "And its cities? (about: stand Danube)"
     assert scripted.requests[0].question == answer.standalone_question
 
 
@@ -346,3 +346,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_follow_up_carries_only_the_previous_subject_words():
+    from rag.conversation import condense
+
+    history = [("When did Hekla last erupt?", "In 2000 [1].")]
+    # The follow-up's own words lead; the previous question adds only what the follow-up lacks.
+    assert condense("What about its neighbour Katla?", history) == (
+        "What about its neighbour Katla? (about: Hekla last erupt)"
+    )
+    assert condense("When did Katla last erupt?", history) == "When did Katla last erupt?"  # standalone
+    assert condense("and it?", [("What is it?", "...")]) == "and it?"  # nothing to carry
