@@ -666,7 +666,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=120.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds of load before measuring")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds one request may take")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds one request may take, queueing included (default: enough for every "
+                             "client's answer ahead of it to use the whole RAG_ANSWER_DEADLINE, at least 600)")
     parser.add_argument("--dev-set", type=Path, default=DEV_SET)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -678,6 +680,10 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    if args.timeout is None:
+        # Answers run one at a time: a request may wait for one answer per other client and the probe.
+        deadline = Settings.model_fields["answer_deadline"].default
+        args.timeout = max(600.0, (args.clients + 1) * deadline + 60)
 
     questions = load_questions(args.dev_set)
     model_path, model_note = choose_model(args.generator, args.model_path)

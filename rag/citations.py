@@ -13,7 +13,11 @@ from rag.types import Citation, Hit
 
 MARKER = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
 _LEADING_MARKERS = re.compile(r"^(?:\s*" + MARKER.pattern + r")+")
+_MARKER_RUN = re.compile(r"(?:\s*" + MARKER.pattern + r")+")  # for .match(text, pos, endpos)
 ATTRIBUTION_THRESHOLD = 0.45
+REPOINT_MARGIN = 0.15
+REPOINT_COVERAGE = 0.6
+REPOINT_MARGIN_TERMS = 0.34
 
 
 def parse_markers(text: str, n_passages: int) -> tuple[str, list[int]]:
@@ -37,19 +41,13 @@ def parse_markers(text: str, n_passages: int) -> tuple[str, list[int]]:
     return cleaned, order
 
 
-def attribute(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
-    """For an answer without markers: append to each sentence the marker of the passage that
-    supports it best, when the support (embedding similarity) clears the threshold.
+def _support(claims: list[str], passages: list[Hit], embedder: Embedder) -> np.ndarray:
+    """claims x passages: how well each passage supports each claim, as the cosine between the
+    claim and the passage's closest sentence.
 
-    Support is measured against each passage's closest sentence, not the passage as a whole: a
-    claim restates one sentence, and a long passage's average meaning drifts away from it.
+    Measured against sentences, not the passage as a whole: a claim restates one sentence, and a
+    long passage's average meaning drifts away from it.
     """
-    if not passages or embedder is None:
-        return text
-    spans = sentences(text)
-    if not spans:
-        return text
-    claims = [text[s:e] for s, e in spans]
     owners: list[int] = []  # passage index of each passage sentence
     units: list[str] = []
     for i, hit in enumerate(passages):
@@ -61,6 +59,85 @@ def attribute(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
     sims = np.full((len(claims), len(passages)), -1.0, dtype=np.float32)
     for column, owner in enumerate(owners):
         sims[:, owner] = np.maximum(sims[:, owner], unit_sims[:, column])
+    return sims
+
+
+def correct_markers(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
+    """Re-point markers a model put on the wrong passage.
+
+    Small models often copy a claim from passage 1 and cite [3]. A sentence whose cited passages
+    do not support it (below ATTRIBUTION_THRESHOLD) while another passage clearly does (above it,
+    by at least REPOINT_MARGIN) gets that passage's marker instead. Everything else is left as the
+    model wrote it.
+    """
+    if not passages or embedder is None:
+        return text
+    spans: list[tuple[int, int]] = []
+    for s, e in sentences(text):
+        lead = _MARKER_RUN.match(text, s, e)
+        if lead and spans and spans[-1][1] <= s:
+            # "... in 1918. [2] Hekla ...": the marker after the full stop closes the sentence before.
+            spans[-1] = (spans[-1][0], lead.end())
+            s = lead.end()
+            while s < e and text[s].isspace():
+                s += 1
+        if s < e:
+            spans.append((s, e))
+    spans = [(s, e) for s, e in spans if MARKER.search(text, s, e)]
+    claims = [MARKER.sub("", text[s:e]).strip() for s, e in spans]
+    keep = [i for i, claim in enumerate(claims) if terms(claim)]
+    if not keep:
+        return text
+    sims = _support([claims[i] for i in keep], passages, embedder)
+    passage_terms = [set(terms(hit.chunk.text)) for hit in passages]
+    out, pos = [], 0
+    for row, i in zip(sims, keep):
+        start, end = spans[i]
+        cited = [n for n in _numbers(text[start:end]) if 1 <= n <= len(passages)]
+        if not cited:
+            continue
+        # Two signals, either enough: meaning (the closest sentence's cosine) and wording (the
+        # share of the claim's terms the passage contains; names and numbers live there).
+        claim_terms = set(terms(claims[i]))
+        cover = np.array([len(claim_terms & pt) / len(claim_terms) for pt in passage_terms])
+        best_cover = int(np.argmax(cover))
+        best = int(np.argmax(row))
+        support = max(row[n - 1] for n in cited)
+        cited_cover = max(cover[n - 1] for n in cited)
+        if (
+            len(claim_terms) >= 2
+            and cited_cover < 0.5
+            and cover[best_cover] >= REPOINT_COVERAGE
+            and cover[best_cover] - cited_cover >= REPOINT_MARGIN_TERMS
+        ):
+            best = best_cover
+        elif not (support < ATTRIBUTION_THRESHOLD <= row[best] and row[best] - support >= REPOINT_MARGIN):
+            continue
+        sentence = text[start:end]
+        first = MARKER.search(sentence)
+        after_stop = first is not None and sentence[: first.start()].rstrip()[-1:] in (".", "!", "?")
+        fixed = re.sub(r"[ \t]+([.,;:!?])", r"\1", MARKER.sub("", sentence)).rstrip()
+        # The new marker goes where the model put its first one: after the full stop or before it.
+        if after_stop or not fixed or fixed[-1] not in ".!?":
+            fixed = f"{fixed} [{best + 1}]"
+        else:
+            fixed = f"{fixed[:-1]} [{best + 1}]{fixed[-1]}"
+        out.append(text[pos:start])
+        out.append(fixed)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def attribute(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
+    """For an answer without markers: append to each sentence the marker of the passage that
+    supports it best, when the support (embedding similarity) clears the threshold."""
+    if not passages or embedder is None:
+        return text
+    spans = sentences(text)
+    if not spans:
+        return text
+    sims = _support([text[s:e] for s, e in spans], passages, embedder)
     out, pos = [], 0
     for (start, end), row in zip(spans, sims):
         best = int(np.argmax(row))

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rag import generation, store
-from rag.citations import attribute, build_citations, parse_markers
+from rag.citations import attribute, build_citations, correct_markers, parse_markers
 from rag.config import Settings, load_settings
 from rag.conversation import condense
 from rag.embedding import Embedder, canonical_model_id, get_embedder
@@ -349,6 +349,8 @@ class Rag:
             text, markers = REFUSAL, []
         elif not markers:
             text, markers = parse_markers(attribute(text, numbered, self.embedder), len(numbered))
+        elif used != "extractive":  # extractive markers are the sentences' own passages
+            text, markers = parse_markers(correct_markers(text, numbered, self.embedder), len(numbered))
         citations = build_citations(text, markers, numbered, self.read_document)
         return Answer(
             question=question,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.citations import attribute, best_quote, build_citations, claims_for, parse_markers, verify
+from rag.citations import attribute, best_quote, build_citations, claims_for, correct_markers, parse_markers, verify
 from rag.embedding import HashingEmbedder
 from rag.types import Chunk, Hit
 
@@ -173,3 +173,40 @@ def test_attribute_finds_a_claim_inside_a_long_passage():
     ]
     claim = "Katla lies beneath the Myrdalsjokull glacier and last erupted in 1918."
     assert parse_markers(attribute(claim, hits, HashingEmbedder()), 2)[1] == [1]
+
+
+# -- correct_markers --------------------------------------------------------------------------------
+VOLCANO = "Hekla erupted in 1947 and again in 2000.\n"
+RIVER = "Vienna and Budapest both stand on the Danube.\n"
+TOWNS = "Akureyri lies on a fjord in the north of Iceland.\n"
+
+
+def passages3() -> list[Hit]:
+    return [hit_of("volcanoes.txt", VOLCANO), hit_of("rivers.txt", RIVER, rank=2), hit_of("towns.txt", TOWNS, rank=3)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # the claim is passage 2's, the model cited 3: re-pointed, with the marker where it was
+        ("Vienna and Budapest stand on the Danube [3].", "Vienna and Budapest stand on the Danube [2]."),
+        ("Vienna and Budapest stand on the Danube. [3]", "Vienna and Budapest stand on the Danube. [2]"),
+        # only the wrong sentence changes
+        ("Hekla erupted in 1947 [1]. Budapest stands on the Danube [1].",
+         "Hekla erupted in 1947 [1]. Budapest stands on the Danube [2]."),
+        # right markers are left alone, and so is one of several when any of them supports it
+        ("Hekla erupted in 2000 [1].", "Hekla erupted in 2000 [1]."),
+        ("Hekla erupted in 2000 [3][1].", "Hekla erupted in 2000 [3][1]."),
+        # no passage clearly supports the claim: the model's marker stands
+        ("Iceland has many glaciers [2].", "Iceland has many glaciers [2]."),
+        # an answer without markers is not this function's business
+        ("Vienna stands on the Danube.", "Vienna stands on the Danube."),
+    ],
+)
+def test_correct_markers_repoints_only_clearly_misplaced_markers(answer, expected):
+    assert correct_markers(answer, passages3(), HashingEmbedder(256)) == expected
+
+
+def test_correct_markers_needs_an_embedder_and_passages():
+    assert correct_markers("Vienna stands on the Danube [3].", passages3(), None) == "Vienna stands on the Danube [3]."
+    assert correct_markers("Vienna stands on the Danube [3].", [], HashingEmbedder(256)) == "Vienna stands on the Danube [3]."

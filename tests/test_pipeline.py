@@ -83,6 +83,16 @@ def test_several_markers_give_one_citation_each(r, scripted):
     assert_grounded(answer)
 
 
+def test_a_marker_on_the_wrong_passage_is_repointed_to_the_one_that_says_it(r, scripted):
+    scripted.enqueue("Vienna and Budapest both stand on the Danube [2].")
+    answer = r.ask(DANUBE, top_k=2)
+    assert answer.passages[0].chunk.start_line == VIENNA_LINE  # passage 1 says it, not passage 2
+    assert answer.text == "Vienna and Budapest both stand on the Danube [1]."
+    [c] = answer.citations
+    assert (c.marker, c.source, c.start_line) == (1, "notes/rivers.txt", VIENNA_LINE)
+    assert_grounded(answer)
+
+
 def test_a_markerless_answer_gets_attributed_markers(r, scripted):
     scripted.enqueue("Vienna and Budapest both stand on the Danube.")
     answer = r.ask(DANUBE)
