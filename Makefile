@@ -83,19 +83,24 @@ serve: install
 
 # Every figure of docs/BENCHMARKS.md, on the data sets in ../shared (read in place, never copied).
 SHARED ?= ../shared
+CLAPNQ := $(SHARED)/benchmarks/clapnq
 $(VENV)/.bench: $(VENV)/.installed
 	$(PIP) install --find-links $(WHEELS) -e ".[local,eval,bench]"
 	touch $@
 
 bench: $(VENV)/.bench models
 	$(BIN)/python benchmarks/bench_index.py
-	$(BIN)/python benchmarks/bench_query.py
 	for mode in dense bm25 hybrid; do $(BIN)/rag eval beir $(SHARED)/benchmarks/scifact --mode $$mode; done
-	$(BIN)/rag eval qa $(SHARED)/eval/seeds_qa_dev.jsonl --generator extractive
+	$(BIN)/python benchmarks/bench_beir_reference.py
+	$(BIN)/rag eval qa $(SHARED)/eval/seeds_qa_dev.jsonl --generator extractive --sweep-floor 0.15,0.2,0.22,0.25,0.3
 	$(BIN)/rag eval qa $(SHARED)/eval/seeds_qa_dev.jsonl --generator llamacpp
-	$(BIN)/rag eval qa $(SHARED)/benchmarks/clapnq/qa.jsonl --corpus $(SHARED)/benchmarks/clapnq/corpus.jsonl --generator extractive
+	$(BIN)/rag eval qa $(CLAPNQ)/qa.jsonl --corpus $(CLAPNQ)/corpus.jsonl --generator extractive \
+	  --sweep-floor 0.15,0.2,0.22,0.25,0.3,0.35,0.4
+	$(BIN)/rag eval qa $(CLAPNQ)/qa.jsonl --corpus $(CLAPNQ)/corpus.jsonl --generator llamacpp \
+	  --answerable 20 --unanswerable 20
 	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_embedding_roofline.py --batch-sizes 8,32,128
+	$(BIN)/python benchmarks/bench_query.py
 	$(BIN)/python benchmarks/bench_load.py --generator extractive
 	$(BIN)/python benchmarks/bench_load.py --generator llamacpp
 

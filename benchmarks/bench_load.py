@@ -11,7 +11,8 @@ local model they queue, and count as slow, never as errors. Halfway through, a p
 unique marker is appended to one seed copy; the server's watcher re-indexes it, and the run checks
 that every citation quotes its file as it was before or after the change and that the marker
 question is answered from the new build. The server's RSS (with its children) is sampled every
-second. Exit status 1 when a request failed, RSS grew by 5% or more, or the rebuild check failed.
+second; growth compares the median of the 10 s after warm-up (and after the first finished answer)
+with the median of the last 10 s. Exit status 1 when a request failed, RSS grew by 5% or more, or the rebuild check failed.
 
 The chat's send event is registered with api_visibility="private", which gradio_client refuses to
 call; this script enables that one endpoint on its own clients, so they drive the same event, with
@@ -517,7 +518,11 @@ class Run:
         warm = [r.latency for r in done if r.phase == "warmup" and r.error is None]
         checked, citation_failures = self.check_citations()
         last = self.rss[-1][0] if self.rss else 0.0
-        rss_start = self.rss_window(self.args.warmup, self.args.warmup + RSS_WINDOW) if self.rss else 0
+        # The baseline waits for the first finished answer too: a slow model may not finish one during
+        # the warm-up, and the first answer's one-off allocations (~180 MB with llamacpp) are no growth.
+        first_answer = min((r.started + r.latency for r in self.results if r.error is None), default=0.0)
+        baseline_at = max(self.args.warmup, first_answer)
+        rss_start = self.rss_window(baseline_at, baseline_at + RSS_WINDOW) if self.rss else 0
         rss_end = self.rss_window(last - RSS_WINDOW, last) if self.rss else 0
         growth = (rss_end - rss_start) / rss_start * 100 if rss_start else float("nan")
         probe = self.rebuild.get("probe", {})
@@ -566,6 +571,7 @@ class Run:
             },
             "rss_mb": {
                 "after_warmup": mb(rss_start), "end": mb(rss_end), "window_s": RSS_WINDOW,
+                "baseline_at_s": round(baseline_at, 1),
                 "first_sample_after_warmup": mb(next((b for t, b in self.rss if t >= self.args.warmup), 0)),
                 "last_sample": mb(self.rss[-1][1]) if self.rss else 0,
                 "peak": mb(max((b for _, b in self.rss), default=0)),
@@ -589,6 +595,12 @@ class Run:
         return summary
 
 
+def _thin(points: list, most: int) -> list:
+    """At most `most` evenly spaced points, the last one always included."""
+    step = max(1, -(-len(points) // most))
+    return points[::step] + ([points[-1]] if points and (len(points) - 1) % step else [])
+
+
 def human(s: dict) -> str:
     lat, rss, rb, ans = s["latency_s"], s["rss_mb"], s["rebuild"], s["answers"]
     probe = rb.get("probe", {})
@@ -610,11 +622,12 @@ def human(s: dict) -> str:
         f"{ans['answerable_refused']} answerable refused), {ans['missing_expected_keywords']} without the "
         f"expected keywords {ans['missing_keywords_by_question'] or ''}, {ans['with_note']} with a note; "
         f"generators: {', '.join(ans['generators'])}",
-        f"  server RSS      {rss['after_warmup']} MB after warm-up, {rss['end']} MB at the end (medians of "
-        f"{rss['window_s']:g} s; single samples {rss['first_sample_after_warmup']} and {rss['last_sample']}), "
+        f"  server RSS      {rss['after_warmup']} MB after warm-up (from {rss['baseline_at_s']} s), {rss['end']} MB "
+        f"at the end (medians of {rss['window_s']:g} s; first sample after warm-up {rss['first_sample_after_warmup']}, "
+        f"last {rss['last_sample']}), "
         f"peak {rss['peak']} MB: "
         f"growth {rss['growth_pct']}% ({'ok' if rss['ok'] else 'NOT ok'}, limit {RSS_GROWTH_LIMIT:g}%)",
-        "  RSS trace       " + ", ".join(f"{t}s {m:.0f}" for t, m in rss["trace"]) + " (MB)",
+        "  RSS trace       " + ", ".join(f"{t}s {m:.0f}" for t, m in _thin(rss["trace"], 16)) + " (MB)",
     ]
     if rb.get("triggered"):
         lines.append(
