@@ -213,6 +213,17 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def anon_rss(pid: int) -> int:
+    """Resident anonymous bytes of one process (its heaps; mapped model files excluded)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     try:
@@ -344,6 +355,7 @@ class Run:
         self.stop_issuing = threading.Event()
         self.finished = threading.Event()
         self.rss: list[tuple[float, int]] = []
+        self.anon: list[tuple[float, int]] = []  # the server's anonymous memory (heap), without mapped files
         self.cpu: list[float] = []  # server CPU s, own CPU s, clock: when the measured time starts
         self.t0 = time.monotonic()
         self.measure_start = self.t0 + args.warmup
@@ -384,7 +396,9 @@ class Run:
         while not self.finished.is_set():
             if not self.cpu and time.monotonic() >= self.measure_start:
                 self.cpu = [cpu_seconds(self.server.process.pid), sum(os.times()[:2]), time.monotonic()]
-            self.rss.append((time.monotonic() - self.t0, tree_rss(self.server.process.pid)))
+            now = time.monotonic() - self.t0
+            self.rss.append((now, tree_rss(self.server.process.pid)))
+            self.anon.append((now, anon_rss(self.server.process.pid)))
             self.finished.wait(1.0)
 
     def trigger_rebuild(self) -> None:
@@ -499,13 +513,14 @@ class Run:
                 "load_generator_cores": round((sum(os.times()[:2]) - self.cpu[1]) / wall, 2),
             }
 
-    def rss_window(self, start: float, end: float) -> int:
+    @staticmethod
+    def window(series: list[tuple[float, int]], start: float, end: float) -> int:
         """Median of the samples taken between two moments (seconds since the start).
 
         One sample swings by 100 MB with the answer in progress; ten seconds' median does not.
         """
-        window = sorted(rss for t, rss in self.rss if start <= t <= end) or [self.rss[-1][1]]
-        return window[len(window) // 2]
+        values = sorted(v for t, v in series if start <= t <= end) or [series[-1][1]]
+        return values[len(values) // 2]
 
     def report(self, model_note: str | None, load_start: tuple[float, ...]) -> dict:
         done = [r for r in self.results if r.phase != "probe"]
@@ -522,8 +537,10 @@ class Run:
         # the warm-up, and the first answer's one-off allocations (~180 MB with llamacpp) are no growth.
         first_answer = min((r.started + r.latency for r in self.results if r.error is None), default=0.0)
         baseline_at = max(self.args.warmup, first_answer)
-        rss_start = self.rss_window(baseline_at, baseline_at + RSS_WINDOW) if self.rss else 0
-        rss_end = self.rss_window(last - RSS_WINDOW, last) if self.rss else 0
+        rss_start = self.window(self.rss, baseline_at, baseline_at + RSS_WINDOW) if self.rss else 0
+        rss_end = self.window(self.rss, last - RSS_WINDOW, last) if self.rss else 0
+        anon_start = self.window(self.anon, baseline_at, baseline_at + RSS_WINDOW) if self.anon else 0
+        anon_end = self.window(self.anon, last - RSS_WINDOW, last) if self.anon else 0
         growth = (rss_end - rss_start) / rss_start * 100 if rss_start else float("nan")
         probe = self.rebuild.get("probe", {})
         rebuild_ok = bool(self.rebuild.get("rebuilt") and probe.get("ok") and not citation_failures)
@@ -575,6 +592,7 @@ class Run:
                 "first_sample_after_warmup": mb(next((b for t, b in self.rss if t >= self.args.warmup), 0)),
                 "last_sample": mb(self.rss[-1][1]) if self.rss else 0,
                 "peak": mb(max((b for _, b in self.rss), default=0)),
+                "anon_after_warmup": mb(anon_start), "anon_end": mb(anon_end),
                 "growth_pct": round(growth, 2), "ok": growth < RSS_GROWTH_LIMIT, "samples": len(self.rss),
                 "trace": [[round(t), mb(b)] for t, b in self.rss[::10]],  # every 10th one-second sample
             },
@@ -625,7 +643,7 @@ def human(s: dict) -> str:
         f"  server RSS      {rss['after_warmup']} MB after warm-up (from {rss['baseline_at_s']} s), {rss['end']} MB "
         f"at the end (medians of {rss['window_s']:g} s; first sample after warm-up {rss['first_sample_after_warmup']}, "
         f"last {rss['last_sample']}), "
-        f"peak {rss['peak']} MB: "
+        f"peak {rss['peak']} MB; anonymous {rss['anon_after_warmup']} -> {rss['anon_end']} MB: "
         f"growth {rss['growth_pct']}% ({'ok' if rss['ok'] else 'NOT ok'}, limit {RSS_GROWTH_LIMIT:g}%)",
         "  RSS trace       " + ", ".join(f"{t}s {m:.0f}" for t, m in _thin(rss["trace"], 16)) + " (MB)",
     ]
