@@ -696,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-path", type=Path, default=None, help="GGUF file for llamacpp")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=120.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=20.0, help="seconds of load before measuring")
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds of load before measuring")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds one request may take, queueing included (default: enough for every "
                              "client's answer ahead of it to use the whole RAG_ANSWER_DEADLINE, at least 600)")
