@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -101,7 +102,12 @@ def test_answer_streams_then_shows_markers_matching_its_sources(handlers, script
     final = text_of(last["chat"][-1])
     [turn] = last["turns"]
     markers = sorted(c.marker for c in turn.citations)
-    assert markers == [1, 2]
+    # Passage 2 is another file; "[2]" after the Katla sentence is re-pointed to passage 1,
+    # volcanoes.txt, which says it (rag.citations.correct_markers).
+    passages = scripted.requests[-1].passages
+    assert passages[0].chunk.source == "volcanoes.txt" and "Katla" in passages[0].chunk.text
+    assert "Katla" not in passages[1].chunk.text
+    assert markers == [1]
     for c in turn.citations:
         assert f'<span class="rag-marker">[{c.marker}]</span>' in final
         assert f"<b>[{c.marker}]</b> {c.source}" in final
@@ -328,3 +334,24 @@ def test_new_chat_forgets_the_conversation(handlers):
     assert chat == [] and turns == [] and question == ""
     assert "appear here" in citations
     assert send["interactive"] is True and stop["interactive"] is False
+
+
+def test_the_ask_api_returns_the_answer_as_json(rag, handlers, scripted):
+    demo = build_app(rag)
+    api = [d for d in demo.get_config_file()["dependencies"] if d.get("api_name") == "ask"]
+    assert len(api) == 1 and api[0].get("api_visibility", "public") == "public"
+    # Only the ask endpoint is public: the page's own events stay out of the API.
+    public = [d["api_name"] for d in demo.get_config_file()["dependencies"]
+              if d.get("api_visibility", "public") == "public"]
+    assert public == ["ask"]
+
+    scripted.enqueue("Hekla erupted in 1947 [1].")
+    data = handlers.ask_api("When did Hekla erupt?", generator="scripted", top_k=2)
+    assert data["text"] == "Hekla erupted in 1947 [1]." and data["generator"] == "scripted"
+    assert data["refused"] is False and len(data["passages"]) <= 2
+    [cite] = data["citations"]
+    assert cite["marker"] == 1 and cite["source"] and cite["verified"] is True
+    json.dumps(data)  # plain JSON, as the client receives it
+
+    with pytest.raises(gr.Error, match="empty"):
+        handlers.ask_api("   ")

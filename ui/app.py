@@ -322,6 +322,20 @@ class ChatHandlers:
         self.rag = rag
         self.activity = activity or Activity()
 
+    def ask_api(self, question: str, generator: str = "", top_k: int = 0, mode: str = "") -> dict:
+        """The server's API: one complete answer as JSON (the fields of `rag.Answer`).
+
+        From Python: `gradio_client.Client(url).predict("...", api_name="/ask")`. A bad question
+        or setting comes back as an error with the product's one-line message.
+        """
+        try:
+            answer = self.rag.ask(
+                question or "", generator=generator or None, top_k=int(top_k) or None, mode=mode or None
+            )
+        except RagError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return answer.model_dump(mode="json")
+
     @staticmethod
     def _respond_out(**values: object) -> tuple:
         return tuple(values.get(name, gr.skip()) for name in RESPOND_OUTPUTS)
@@ -638,7 +652,7 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
 
             with gr.Column(scale=3, min_width=300, elem_id="side-panel"):
                 gr.HTML('<div class="rag-section-title">Index</div>', js_on_load=None)
-                status = gr.HTML(handlers.status_html, elem_id="status", js_on_load=None)
+                status = gr.HTML("", elem_id="status", js_on_load=None)
                 rebuild = gr.Button("Rebuild index", elem_id="rebuild", variant="secondary")
                 report = gr.HTML("", elem_id="rebuild-summary", js_on_load=None)
                 gr.HTML('<div class="rag-section-title">Answering</div>', js_on_load=None)
@@ -649,9 +663,7 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
                     info="auto: the OpenAI-compatible endpoint if set, else the local model, else extractive",
                     elem_id="generator",
                 )
-                generator_note = gr.HTML(
-                    lambda: handlers.generator_note(settings.generator), elem_id="generator-in-use", js_on_load=None
-                )
+                generator_note = gr.HTML("", elem_id="generator-in-use", js_on_load=None)
                 top_k = gr.Slider(
                     1, max(20, settings.top_k), value=settings.top_k, step=1,
                     label="Passages (top-k)", elem_id="top-k",
@@ -697,6 +709,12 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
         generator.change(handlers.generator_note, inputs=[generator], outputs=[generator_note],
                          api_visibility="private")
         timer.tick(handlers.status_html, outputs=[status], show_progress="hidden", api_visibility="private")
+        # Filled when the page opens (private: the page's events are not part of the API).
+        demo.load(handlers.status_html, outputs=[status], show_progress="hidden", api_visibility="private")
+        demo.load(lambda: handlers.generator_note(settings.generator), outputs=[generator_note],
+                  show_progress="hidden", api_visibility="private")
+        gr.api(handlers.ask_api, api_name="ask", api_description="Answer a question from the documents, "
+               "with citations (file, lines, verified quote); JSON of rag.Answer.")
     return demo
 
 
