@@ -96,7 +96,12 @@ def test_api_without_login_is_refused(protected):
     with pytest.raises((AuthenticationError, ValueError), match="Could not login"):
         Client(protected.url, auth=(USER, "not-the-password"), verbose=False)
     # The refusals are about the credentials: with the right ones, the same client connects.
-    assert Client(protected.url, auth=(USER, PASSWORD), verbose=False).config["components"]
+    client = Client(protected.url, auth=(USER, PASSWORD), verbose=False)
+    assert client.config["components"]
+    # ... and the server's API answers: one JSON answer with verified citations.
+    answer = client.predict("Which Qwen3 variation is described as coding-proficient?", api_name="/ask")
+    assert "Qwen3-Coder" in answer["text"] and answer["refused"] is False
+    assert answer["citations"] and all(c["verified"] for c in answer["citations"])
 
 
 @pytest.mark.timeout(150)
