@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     seeds_dir: Path = Path("seeds")
     index_dir: Path = Path("index")
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    embedding_batch_size: int = Field(32, ge=1, le=4096)
+    embedding_batch_size: int = Field(8, ge=1, le=4096)  # small batches pad less: see docs/BENCHMARKS.md
     chunk_tokens: int = Field(180, ge=16, le=8192)
     chunk_overlap: int = Field(30, ge=0)
     watch_debounce_ms: int = Field(800, ge=50)
