@@ -15,7 +15,7 @@ STOPWORDS = frozenset(
     into is it its of on or that the their them then there these they this those to was were what
     when where which who whom whose why will with would you your about after also any both each
     few more most other same so such than too very s t just don should now according say says said
-    described mentioned named""".split()
+    described mentioned named still yet already even however""".split()
 )
 
 

@@ -16,6 +16,10 @@ from rag.text import sentences, terms
 MAX_SENTENCES = 3
 MIN_SCORE = 0.35
 SEMANTIC_SHORTLIST = 24
+# A further sentence must score this share of the best one; more when it comes from another file,
+# since an answer usually sits in one document and a second file's sentence is mostly context.
+KEEP_SAME_SOURCE = 0.7
+KEEP_OTHER_SOURCE = 0.8
 # Words a question uses to point at a document ("the article on ...", "what does the author say")
 # rather than at the answer: they say where to look, so they do not score answer sentences.
 POINTER_WORDS = frozenset(
@@ -75,10 +79,13 @@ class ExtractiveGenerator:
         best = float(scores[order[0]])
         if best < MIN_SCORE or lexical[order[0]] == 0:
             return REFUSAL
+        sources = [request.passages[marker - 1].chunk.source for marker, _ in candidates]
         picked: list[int] = []
         for i in order[: MAX_SENTENCES * 4]:
-            if len(picked) >= MAX_SENTENCES or scores[i] < 0.7 * best:
+            if len(picked) >= MAX_SENTENCES or scores[i] < KEEP_SAME_SOURCE * best:
                 break
+            if sources[i] != sources[order[0]] and scores[i] < KEEP_OTHER_SOURCE * best:
+                continue
             if any(candidates[i][1] == candidates[j][1] for j in picked):
                 continue
             picked.append(int(i))
