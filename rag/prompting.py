@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rag.chunking import count_tokens
 from rag.generation.base import GenerationRequest, Message
 from rag.types import Hit
@@ -11,8 +13,9 @@ REFUSAL = "I could not find this in the documents."
 SYSTEM_PROMPT = f"""You answer questions using only the numbered passages the user gives you.
 Rules:
 - Use only facts stated in the passages. Never use outside knowledge.
-- Give the specific names, numbers or terms the question asks for, written exactly as the passage
-  writes them. Do not just repeat the question.
+- Start with the answer itself: the specific names, numbers or terms the question asks for,
+  written exactly as the passage writes them. For "who", "whose" or "which" questions, name them;
+  when the passage lists several, give all of them. Do not just repeat the question.
 - End each sentence with the number of the passage it comes from in square brackets, like [1] or
   [2][3]. A number only marks the source: always write the answer itself in words.
 - If no passage answers the question, reply exactly: {REFUSAL}
@@ -32,10 +35,14 @@ def format_passage(number: int, hit: Hit) -> str:
     return f"Passage [{number}] ({where}):\n{c.text}"
 
 
-def user_message(question: str, passages: list[Hit]) -> str:
+def user_message(question: str, passages: list[Hit], highlights: Sequence[tuple[int, str]] = ()) -> str:
+    """The passages, then the sentences of them that best match the question (so a small model
+    looks where the answer is; only those of passages still in the prompt), then the question."""
     body = "\n\n".join(format_passage(i, h) for i, h in enumerate(passages, start=1))
+    kept = " ".join(f"{sentence} [{n}]" for n, sentence in highlights if 1 <= n <= len(passages))
+    key = f"Most relevant sentences: {kept}\n\n" if kept else ""
     return (
-        f"{body}\n\n"
+        f"{body}\n\n{key}"
         f"Question: {question}\n"
         "Answer from the passages above, ending each sentence with its passage number like [1]:"
     )
@@ -48,21 +55,24 @@ def build_request(
     context_tokens: int,
     max_tokens: int,
     temperature: float = 0.1,
+    highlights: Sequence[tuple[int, str]] = (),
 ) -> GenerationRequest:
     """The request for the generator, dropping the lowest-ranked passages until it fits the window.
 
-    If even the best passage alone is too long, its text is cut to fit.
+    If even the best passage alone is too long, its text is cut to fit (and highlights dropped).
+    `highlights` are (passage number, sentence) pairs, best first, shown after the passages.
     """
     budget = context_tokens - max_tokens - TEMPLATE_OVERHEAD - count_tokens(SYSTEM_PROMPT)
     passages = list(hits)
-    while passages and count_tokens(user_message(question, passages)) > budget:
+    while passages and count_tokens(user_message(question, passages, highlights)) > budget:
         if len(passages) == 1:
+            highlights = ()
             passages = [_truncate(question, passages[0], budget)]
             break
         passages.pop()
     messages = [
         Message(role="system", content=SYSTEM_PROMPT),
-        Message(role="user", content=user_message(question, passages)),
+        Message(role="user", content=user_message(question, passages, highlights)),
     ]
     return GenerationRequest(
         question=question,

@@ -8,6 +8,7 @@ from rag.citations import MARKER
 from rag.config import load_settings
 from rag.models import small_llm_path
 from rag.pipeline import Rag
+from rag.prompting import REFUSAL
 
 from fakes import check_answer_structure, write_corpus
 
@@ -76,3 +77,16 @@ def test_off_topic_refusal_never_calls_the_model(small_model_env, monkeypatch):
     monkeypatch.setattr(gen, "stream", fail)
     answer = rag.ask("Quantum chromodynamics gluon confinement?")
     assert answer.refused and answer.generator == "llamacpp"
+
+
+def test_the_models_own_doubt_refuses_at_the_threshold(small_model_env, monkeypatch):
+    """The refusal gate reads the model's first-token probability of the refusal: at threshold 0
+    every answer is that refusal (and only it), at 1 the gate never fires."""
+    monkeypatch.setenv("RAG_LLM_REFUSAL_THRESHOLD", "0")
+    stream = Rag(load_settings(generator="llamacpp")).ask_stream(DANUBE)
+    assert list(stream) == [REFUSAL]
+    assert stream.answer.refused and stream.answer.citations == []
+
+    monkeypatch.setenv("RAG_LLM_REFUSAL_THRESHOLD", "1")
+    answer = Rag(load_settings(generator="llamacpp")).ask(DANUBE)
+    assert answer.text != REFUSAL

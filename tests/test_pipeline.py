@@ -62,6 +62,9 @@ def test_answer_cites_the_exact_file_and_lines(r, scripted):
     assert f"[1] (volcanoes.txt, line {KATLA_LINE})" in request.messages[1].content
     assert answer.passages[0].chunk == request.passages[0].chunk
     assert answer.timings.total >= answer.timings.retrieve > 0
+    # and, after the passages, the sentence that answers best, with its passage number
+    assert ("Most relevant sentences: Katla lies beneath the Myrdalsjokull glacier and last erupted in 1918. [1]"
+            in request.messages[1].content)
 
 
 def test_bad_markers_from_the_model_are_dropped(r, scripted):

@@ -12,6 +12,7 @@ from rag.embedding import Embedder
 from rag.generation.base import GenerationRequest
 from rag.prompting import REFUSAL
 from rag.text import sentences, terms
+from rag.types import Hit
 
 MAX_SENTENCES = 3
 MIN_SCORE = 0.35
@@ -45,18 +46,21 @@ class ExtractiveGenerator:
     def __init__(self, embedder: Embedder | None = None) -> None:
         self.embedder = embedder
 
-    def compose(self, request: GenerationRequest) -> str:
+    def key_sentences(self, question: str, passages: list[Hit]) -> list[tuple[int, str]]:
+        """The (passage number, sentence) pairs that best answer the question, best first; none
+        when nothing matches well enough. The answer of this backend, and the highlights a model's
+        prompt carries."""
         candidates: list[tuple[int, str]] = []  # (marker, sentence)
-        for marker, hit in enumerate(request.passages, start=1):
+        for marker, hit in enumerate(passages, start=1):
             text = hit.chunk.text
             for start, end in sentences(text):
                 sentence = re.sub(r"\s+", " ", text[start:end])
                 if len(sentence.split()) >= 4 and not is_heading(sentence):
                     candidates.append((marker, sentence))
-        q_terms = set(terms(request.question))
+        q_terms = set(terms(question))
         q_terms = (q_terms - POINTER_WORDS) or q_terms
         if not candidates or not q_terms:
-            return REFUSAL
+            return []
         doc_freq: dict[str, int] = {}
         cand_terms = [set(terms(s)) for _, s in candidates]
         for ts in cand_terms:
@@ -70,7 +74,7 @@ class ExtractiveGenerator:
         if self.embedder is not None:
             # Embedding is the costly part: only the lexically closest sentences are compared.
             shortlist = np.argsort(-lexical, kind="stable")[:SEMANTIC_SHORTLIST]
-            vecs = self.embedder.embed([request.question] + [candidates[i][1] for i in shortlist])
+            vecs = self.embedder.embed([question] + [candidates[i][1] for i in shortlist])
             semantic[shortlist] = vecs[1:] @ vecs[0]
         # Earlier passages ranked higher in retrieval; a small prior keeps ties in their order.
         prior = np.array([0.05 / marker for marker, _ in candidates])
@@ -78,8 +82,8 @@ class ExtractiveGenerator:
         order = np.argsort(-scores, kind="stable")
         best = float(scores[order[0]])
         if best < MIN_SCORE or lexical[order[0]] == 0:
-            return REFUSAL
-        sources = [request.passages[marker - 1].chunk.source for marker, _ in candidates]
+            return []
+        sources = [passages[marker - 1].chunk.source for marker, _ in candidates]
         picked: list[int] = []
         for i in order[: MAX_SENTENCES * 4]:
             if len(picked) >= MAX_SENTENCES or scores[i] < KEEP_SAME_SOURCE * best:
@@ -89,7 +93,11 @@ class ExtractiveGenerator:
             if any(candidates[i][1] == candidates[j][1] for j in picked):
                 continue
             picked.append(int(i))
-        return " ".join(f"{candidates[i][1]} [{candidates[i][0]}]" for i in picked)
+        return [candidates[i] for i in picked]
+
+    def compose(self, request: GenerationRequest) -> str:
+        picked = self.key_sentences(request.question, request.passages)
+        return " ".join(f"{sentence} [{marker}]" for marker, sentence in picked) if picked else REFUSAL
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         for piece in re.findall(r"\S+\s*", self.compose(request)):

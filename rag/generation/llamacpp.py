@@ -7,10 +7,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from rag.config import Settings
 from rag.errors import GeneratorError, GeneratorUnavailableError
 from rag.generation.base import GenerationRequest
+from rag.prompting import REFUSAL
 
+# Sampling starts from the same seed on every call: the same question and passages get the same answer.
+SEED = 1234
 _models: dict[tuple[str, int, int], object] = {}
 _models_lock = threading.Lock()
 
@@ -43,11 +48,16 @@ class LlamaCppGenerator:
 
     name = "llamacpp"
 
-    def __init__(self, model_path: Path, *, context_tokens: int = 4096, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, *, context_tokens: int = 4096, threads: int | None = None,
+                 refusal_threshold: float = 1.0) -> None:
         self.model_path = model_path
         self.context_tokens = context_tokens
+        self.refusal_threshold = refusal_threshold
         self._llm = _load(model_path, context_tokens, threads or max(1, os.cpu_count() or 1))
         self._lock = threading.Lock()
+        # The first token of the refusal sentence ("I"): its probability as the answer's first
+        # token is how strongly the model itself thinks the passages do not answer.
+        self._refusal_token = self._llm.tokenize(REFUSAL.encode(), add_bos=False, special=False)[0]  # type: ignore[attr-defined]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LlamaCppGenerator":
@@ -57,20 +67,45 @@ class LlamaCppGenerator:
             resolve_llm_path(settings.llm_model_path),
             context_tokens=settings.llm_context_tokens,
             threads=settings.llm_threads,
+            refusal_threshold=settings.llm_refusal_threshold,
         )
 
+    def _watch_first_token(self, seen: list[float]):
+        """A logits processor that records the refusal token's probability at the first step."""
+
+        def processor(_input_ids, scores):
+            if not seen:
+                logits = scores.astype("float64")
+                weights = np.exp(logits - logits.max())
+                seen.append(float(weights[self._refusal_token] / weights.sum()))
+            return scores
+
+        return processor
+
     def stream(self, request: GenerationRequest) -> Iterator[str]:
+        from llama_cpp import LogitsProcessorList
+
         with self._lock:
+            seen: list[float] = []
             try:
                 pieces = self._llm.create_chat_completion(  # type: ignore[attr-defined]
                     messages=[m.model_dump() for m in request.messages],
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
+                    seed=SEED,
+                    logits_processor=LogitsProcessorList([self._watch_first_token(seen)]),
                     stream=True,
                 )
+                first = True
                 for piece in pieces:
                     delta = piece["choices"][0].get("delta", {})
                     text = delta.get("content")
+                    if first and seen:
+                        first = False
+                        if seen[0] >= self.refusal_threshold:
+                            pieces.close()
+                            yield REFUSAL
+                            return
                     if text:
                         yield text
             except GeneratorError:
