@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.1, ge=0.0, le=2.0)
     # The local model refuses when the chance it gives to starting with the refusal is at least
     # this (its own doubt, read before it writes a word); 1 turns the check off. See docs/BENCHMARKS.md.
-    llm_refusal_threshold: float = Field(1.0, ge=0.0, le=1.0)
+    llm_refusal_threshold: float = Field(0.1, ge=0.0, le=1.0)
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
