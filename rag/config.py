@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(384, ge=16)
     llm_threads: int | None = None
     llm_temperature: float = Field(0.1, ge=0.0, le=2.0)
+    # Show the model the sentences that match the question best, after the passages.
+    prompt_highlights: bool = True
     # The local model refuses when the chance it gives to starting with the refusal is at least
     # this (its own doubt, read before it writes a word); 1 turns the check off. See docs/BENCHMARKS.md.
     llm_refusal_threshold: float = Field(0.1, ge=0.0, le=1.0)

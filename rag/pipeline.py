@@ -284,7 +284,8 @@ class Rag:
 
         # A model is shown which sentences answer best (the extractive backend's picks): small
         # local models then quote the right names instead of the nearest ones.
-        highlights = [] if gen.name == ExtractiveGenerator.name else self.highlighter.key_sentences(standalone, hits)
+        wanted = self.settings.prompt_highlights and gen.name != ExtractiveGenerator.name
+        highlights = self.highlighter.key_sentences(standalone, hits) if wanted else []
         request = build_request(
             standalone,
             hits,

@@ -371,3 +371,13 @@ def test_a_follow_up_carries_only_the_previous_subject_words():
     )
     assert condense("When did Katla last erupt?", history) == "When did Katla last erupt?"  # standalone
     assert condense("and it?", [("What is it?", "...")]) == "and it?"  # nothing to carry
+
+
+def test_highlights_can_be_turned_off(make_settings, in_tmp, scripted):
+    write_corpus(in_tmp / "seeds")
+    plain = Rag(make_settings(chunk_tokens=24, chunk_overlap=0, generator="scripted", prompt_highlights=False))
+    scripted.enqueue("Katla last erupted in 1918 [1].")
+    plain.ask(KATLA)
+    [request] = scripted.requests
+    assert "Most relevant sentences" not in request.messages[1].content
+    assert "Katla lies beneath the Myrdalsjokull glacier" in request.messages[1].content  # the passage itself
