@@ -98,11 +98,14 @@ bench: $(VENV)/.bench models
 	  --sweep-floor 0.15,0.2,0.22,0.25,0.3,0.35,0.4
 	$(BIN)/rag eval qa $(CLAPNQ)/qa.jsonl --corpus $(CLAPNQ)/corpus.jsonl --generator llamacpp \
 	  --answerable 20 --unanswerable 20
+	RAG_PROMPT_HIGHLIGHTS=false $(BIN)/rag eval qa $(CLAPNQ)/qa.jsonl --corpus $(CLAPNQ)/corpus.jsonl \
+	  --generator llamacpp --answerable 20 --unanswerable 0
+	$(BIN)/python benchmarks/bench_refusal_probability.py
 	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_embedding_roofline.py --batch-sizes 8,32,128
 	$(BIN)/python benchmarks/bench_query.py
 	$(BIN)/python benchmarks/bench_load.py --generator extractive
-	$(BIN)/python benchmarks/bench_load.py --generator llamacpp
+	$(BIN)/python benchmarks/bench_load.py --generator llamacpp --warmup 600 --duration 1200
 
 # Fails on any known vulnerability. Offline, the vulnerability service cannot be reached and every
 # package is reported "not audited"; `make audit AUDIT_FLAGS=--strict` makes that a failure too.

@@ -23,6 +23,7 @@ from rag.errors import (
     RagError,
 )
 from rag.generation import Generator
+from rag.generation.base import GenerationRequest
 from rag.generation.extractive import ExtractiveGenerator
 from rag.indexer import build_index
 from rag.prompting import REFUSAL, SYSTEM_PROMPT, build_request, is_refusal
@@ -147,7 +148,6 @@ class Rag:
     def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None) -> None:
         self.settings = settings or load_settings()
         self._embedder = embedder
-        self._highlighter: ExtractiveGenerator | None = None
         self._lock = threading.RLock()
         self._loaded: tuple[str, Retriever] | None = None
         self._generators: dict[str, Generator] = {}
@@ -192,13 +192,6 @@ class Rag:
                 )
                 self._loaded = (loaded.name, Retriever(loaded, self.embedder))
             return self._loaded[1]
-
-    @property
-    def highlighter(self) -> ExtractiveGenerator:
-        """Picks the sentences of the passages that best answer a question."""
-        if self._highlighter is None:
-            self._highlighter = ExtractiveGenerator(self.embedder)
-        return self._highlighter
 
     def generator(self, name: str | None = None) -> Generator:
         resolved = generation.resolve_name(name or self.settings.generator, self.settings)
@@ -247,6 +240,23 @@ class Rag:
         assert stream.answer is not None
         return stream.answer
 
+    def request_for(self, question: str, hits: list[Hit], gen: Generator) -> GenerationRequest:
+        """What `gen` is asked: the prompt over `hits`, fitted to its context window.
+
+        A model is also shown which sentences answer best (the extractive backend's picks): small
+        local models then quote the right names instead of the nearest ones.
+        """
+        wanted = self.settings.prompt_highlights and gen.name != ExtractiveGenerator.name
+        highlights = ExtractiveGenerator(self.embedder).key_sentences(question, hits) if wanted else []
+        return build_request(
+            question,
+            hits,
+            context_tokens=gen.context_tokens,
+            max_tokens=self.settings.llm_max_tokens,
+            temperature=self.settings.llm_temperature,
+            highlights=highlights,
+        )
+
     def ask_stream(
         self,
         question: str,
@@ -282,18 +292,7 @@ class Rag:
 
             return AnswerStream(iter([REFUSAL]), finish_refusal)
 
-        # A model is shown which sentences answer best (the extractive backend's picks): small
-        # local models then quote the right names instead of the nearest ones.
-        wanted = self.settings.prompt_highlights and gen.name != ExtractiveGenerator.name
-        highlights = self.highlighter.key_sentences(standalone, hits) if wanted else []
-        request = build_request(
-            standalone,
-            hits,
-            context_tokens=gen.context_tokens,
-            max_tokens=self.settings.llm_max_tokens,
-            temperature=self.settings.llm_temperature,
-            highlights=highlights,
-        )
+        request = self.request_for(standalone, hits, gen)
         first_token: list[float] = []
         deadline = started + self.settings.answer_deadline
         notes: list[str] = []

@@ -82,6 +82,19 @@ class LlamaCppGenerator:
 
         return processor
 
+    def refusal_probability(self, request: GenerationRequest) -> float:
+        """The probability the model gives to opening its answer with the refusal (one token
+        generated; what the refusal check compares with RAG_LLM_REFUSAL_THRESHOLD)."""
+        from llama_cpp import LogitsProcessorList
+
+        seen: list[float] = []
+        with self._lock:
+            self._llm.create_chat_completion(  # type: ignore[attr-defined]
+                messages=[m.model_dump() for m in request.messages], max_tokens=1, temperature=0.0,
+                seed=SEED, logits_processor=LogitsProcessorList([self._watch_first_token(seen)]),
+            )
+        return seen[0]
+
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         from llama_cpp import LogitsProcessorList
 
@@ -96,16 +109,14 @@ class LlamaCppGenerator:
                     logits_processor=LogitsProcessorList([self._watch_first_token(seen)]),
                     stream=True,
                 )
-                first = True
                 for piece in pieces:
+                    # `seen` is filled when the first token is sampled, before its piece arrives.
+                    if seen and seen[0] >= self.refusal_threshold:
+                        pieces.close()
+                        yield REFUSAL
+                        return
                     delta = piece["choices"][0].get("delta", {})
                     text = delta.get("content")
-                    if first and seen:
-                        first = False
-                        if seen[0] >= self.refusal_threshold:
-                            pieces.close()
-                            yield REFUSAL
-                            return
                     if text:
                         yield text
             except GeneratorError:
