@@ -96,6 +96,40 @@ def status(
     )
 
 
+@app.command()
+def add(
+    files: list[str] = typer.Argument(..., help="Files to copy into the documents folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace documents of the same name."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
+    index_dir: str | None = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+) -> None:
+    """Add files to the documents folder and index them; one line per file says what became of it."""
+    from pathlib import Path as FilePath
+
+    from rag.documents import add_documents
+
+    settings = _settings(seeds_dir=seeds, index_dir=index_dir)
+    results = add_documents([FilePath(f) for f in files], settings, overwrite=overwrite, warn=_warn)
+    for r in results:
+        line = f"indexed  {r.name} ({r.chunks} chunks)" if r.state == "indexed" else f"{r.state:<8} {r.reason}"
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if any(r.state != "indexed" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def remove(
+    names: list[str] = typer.Argument(..., help="Document names as the index lists them."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
+    index_dir: str | None = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+) -> None:
+    """Remove documents from the documents folder and the index."""
+    from rag.documents import remove_documents
+
+    for name in remove_documents(names, _settings(seeds_dir=seeds, index_dir=index_dir), warn=_warn):
+        out.print(f"removed  {name}", markup=False, highlight=False, soft_wrap=True)
+
+
 def quiet_libraries() -> None:
     """Keep third-party chatter (debug lines, weight-loading bars) out of the user's terminal."""
     import os

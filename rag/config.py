@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
 
@@ -61,6 +61,29 @@ class Settings(BaseSettings):
     auth: SecretStr | None = None  # "user:password"
     watch: bool = True
 
+    # Adding and removing documents (page, `rag add`/`rag remove`, rag.add_documents)
+    uploads_enabled: bool = True  # false for a read-only deployment
+    upload_types: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=lambda: _readable_types())
+    upload_max_mb: float = Field(20.0, gt=0)  # per file
+    upload_max_total_mb: float = Field(100.0, gt=0)  # per upload
+
+    @field_validator("upload_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple, set, frozenset)):
+            return value
+        types = []
+        for item in items:
+            ext = str(item).strip().lower()
+            if not ext:
+                continue
+            ext = ext if ext.startswith(".") else "." + ext
+            if ext not in _readable_types():
+                raise ValueError(f"{ext} files cannot be read; choose from {', '.join(_readable_types())}")
+            types.append(ext)
+        return tuple(dict.fromkeys(types))
+
     @field_validator("openai_base_url", "llm_model_path", "openai_api_key", "auth", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
@@ -91,6 +114,12 @@ class Settings(BaseSettings):
             return None
         user, _, password = self.auth.get_secret_value().partition(":")
         return user, password
+
+
+def _readable_types() -> tuple[str, ...]:
+    from rag.loaders import SUPPORTED
+
+    return tuple(sorted(SUPPORTED))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -15,6 +15,10 @@ class LoaderError(RagError):
     """A document could not be read."""
 
 
+class UploadError(RagError):
+    """Documents could not be added or removed (uploads off, a name or file refused)."""
+
+
 class IndexStoreError(RagError):
     """The index is missing, incompatible or damaged."""
 
@@ -55,6 +59,7 @@ __all__ = [
     "RagError",
     "ConfigError",
     "LoaderError",
+    "UploadError",
     "IndexStoreError",
     "IndexNotFoundError",
     "IndexMismatchError",

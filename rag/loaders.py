@@ -1,4 +1,5 @@
-"""Find and read documents in the seeds folder: txt, md, html (text only) and pdf (pages kept)."""
+"""Find and read documents in the seeds folder: txt, md, html (text only), pdf (pages kept) and
+docx (one paragraph a line)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.errors import LoaderError
-from rag.types import Document
+from rag.types import Document, Frozen
 
 log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt": "txt", ".md": "md", ".markdown": "md", ".rst": "txt"}
 HTML_SUFFIXES = {".html": "html", ".htm": "html"}
 PDF_SUFFIXES = {".pdf": "pdf"}
-SUPPORTED = {**TEXT_SUFFIXES, **HTML_SUFFIXES, **PDF_SUFFIXES}
+DOCX_SUFFIXES = {".docx": "docx"}
+SUPPORTED = {**TEXT_SUFFIXES, **HTML_SUFFIXES, **PDF_SUFFIXES, **DOCX_SUFFIXES}
+BINARY_KINDS = frozenset({"pdf", "docx"})  # container formats: never judged by the text heuristic
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# A .docx is a zip: refuse one that would unpack to far more than any real document (a zip bomb).
+MAX_DOCX_UNPACKED_BYTES = 512 * 1024 * 1024
+# Office files saved with a password are OLE compound files holding these streams (MS-OFFCRYPTO).
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ENCRYPTION_INFO = "EncryptionInfo".encode("utf-16-le")
 
 
 @dataclass(frozen=True)
@@ -164,18 +172,143 @@ def _load_pdf(data: bytes) -> tuple[str, tuple[int, ...]]:
     return text, tuple(starts)
 
 
+class Heading(Frozen):
+    """A heading of a Word document: the line it is on, its level (0 for the title) and text."""
+
+    line: int
+    level: int
+    text: str
+
+
+def _docx_lines(data: bytes) -> tuple[list[str], list[Heading]]:
+    """The paragraphs of a .docx one a line (table rows as `cell | cell`), and its headings."""
+    import io
+    import zipfile
+
+    if data.startswith(OLE_MAGIC):
+        if _ENCRYPTION_INFO in data:
+            raise LoaderError("the Word document is password-protected; save a copy without a password")
+        raise LoaderError("an old-format Word (.doc) or other Office file, not .docx; save it as .docx")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise LoaderError("not a readable Word document (not a zip archive)") from None
+    if "word/document.xml" not in names:
+        raise LoaderError("not a Word document (the archive holds no word/document.xml)")
+    if unpacked > MAX_DOCX_UNPACKED_BYTES:
+        raise LoaderError(
+            f"the Word document unpacks to {unpacked / 1e6:.0f} MB, over the "
+            f"{MAX_DOCX_UNPACKED_BYTES // 2**20} MB limit"
+        )
+
+    import docx
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+        lines: list[str] = []
+        headings: list[Heading] = []
+        for block in document.iter_inner_content():
+            if isinstance(block, Table):
+                lines.extend(_table_rows(block))
+                continue
+            text = _one_line(block.text)
+            if not text:
+                continue  # empty paragraphs are spacing, not content
+            lines.append(text)
+            level = _heading_level(block)
+            if level is not None:
+                headings.append(Heading(line=len(lines), level=level, text=text))
+    except LoaderError:
+        raise
+    except Exception as exc:  # python-docx and lxml raise many types on damaged parts
+        raise LoaderError(f"not a readable Word document ({type(exc).__name__}: {exc})") from None
+    if not lines:
+        raise LoaderError("the Word document is empty (no text in its paragraphs or tables)")
+    return lines, headings
+
+
+def _one_line(text: str) -> str:
+    # Line breaks and tabs inside a paragraph become spaces, so one paragraph stays one line.
+    return " ".join(text.split())
+
+
+def _table_rows(table) -> list[str]:
+    rows = []
+    for row in table.rows:
+        cells, seen = [], set()
+        for cell in row.cells:
+            if id(cell._tc) in seen:  # noqa: SLF001  (a merged cell is listed once per grid column)
+                continue
+            seen.add(id(cell._tc))  # noqa: SLF001
+            parts = [_one_line(p.text) for p in cell.paragraphs]
+            parts += [row_text for inner in cell.tables for row_text in _table_rows(inner)]
+            cells.append(" ".join(p for p in parts if p))
+        if any(cells):
+            rows.append(" | ".join(cells))
+    return rows
+
+
+def _heading_level(paragraph) -> int | None:
+    try:
+        name = (paragraph.style.name or "") if paragraph.style is not None else ""
+    except Exception:  # a style part that does not parse: no heading, still text
+        return None
+    if name == "Title":
+        return 0
+    if name.startswith("Heading"):
+        number = name.removeprefix("Heading").strip()
+        return int(number) if number.isdigit() else 1
+    return None
+
+
+def _load_docx(data: bytes) -> tuple[str, tuple[int, ...]]:
+    lines, _ = _docx_lines(data)
+    return "\n".join(lines), ()
+
+
+def docx_headings(data: bytes) -> list[Heading]:
+    """The headings of a .docx with the line (= paragraph number) each is on."""
+    return _docx_lines(data)[1]
+
+
+def headings(seeds_dir: Path, rel: str) -> list[Heading]:
+    """The headings of one document (Word documents only; [] for other kinds or unreadable files)."""
+    root = seeds_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or SUPPORTED.get(path.suffix.lower()) != "docx":
+        return []
+    try:
+        return docx_headings(read_bytes(SourceFile(rel, path)))
+    except LoaderError:
+        return []
+
+
+def heading_at(found: list[Heading], line: int) -> Heading | None:
+    """The heading a line falls under (the last one at or before it), e.g. to label a citation."""
+    current = None
+    for heading in found:
+        if heading.line > line:
+            break
+        current = heading
+    return current
+
+
 PARSERS: dict[str, Callable[[bytes], tuple[str, tuple[int, ...]]]] = {
     "txt": _load_text,
     "md": _load_text,
     "html": _load_html,
     "pdf": _load_pdf,
+    "docx": _load_docx,
 }
 
 
 def parse(source: SourceFile, data: bytes) -> Document:
     """Turn a file's bytes into a Document, or raise LoaderError saying why not."""
     kind = SUPPORTED[source.path.suffix.lower()]
-    if kind != "pdf" and looks_binary(data):
+    if kind not in BINARY_KINDS and looks_binary(data):
         raise LoaderError(f"{source.rel}: looks like a binary file, not {kind} text")
     try:
         text, pages = PARSERS[kind](data)

@@ -99,14 +99,15 @@ def test_hidden_and_unsupported_skipped_with_reason(tmp_path: Path) -> None:
     (tmp_path / ".git" / "config.txt").write_text("inside a hidden folder\n", encoding="utf-8")
     (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     (tmp_path / "Makefile").write_text("all:\n", encoding="utf-8")
+    (tmp_path / "old.doc").write_bytes(loaders.OLE_MAGIC)
     (tmp_path / "doc.docx").write_bytes(b"PK\x03\x04")
     (tmp_path / "kept.txt").write_text("Kept.\n", encoding="utf-8")
     files, skips = loaders.scan(tmp_path)
-    assert [f.rel for f in files] == ["kept.txt"]
+    assert [f.rel for f in files] == ["doc.docx", "kept.txt"]  # a .docx is read (and checked) later
     reasons = {s.rel: s.reason for s in skips}
     assert reasons[".secret.txt"] == "hidden file"
     assert "unsupported" in reasons["image.png"] and ".png" in reasons["image.png"]
-    assert "unsupported" in reasons["doc.docx"]
+    assert "unsupported" in reasons["old.doc"] and ".doc" in reasons["old.doc"]
     assert "no extension" in reasons["Makefile"]
     assert not any(rel.startswith(".git/") for rel in reasons)  # hidden folders are not entered
 
