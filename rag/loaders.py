@@ -181,7 +181,11 @@ class Heading(Frozen):
 
 
 def _docx_lines(data: bytes) -> tuple[list[str], list[Heading]]:
-    """The paragraphs of a .docx one a line (table rows as `cell | cell`), and its headings."""
+    """The paragraphs of a .docx one a line, and its headings.
+
+    Line N is the N-th paragraph that holds text, so a citation's lines name paragraphs; a table
+    row is one line (`cell | cell`), empty paragraphs (spacing) are left out.
+    """
     import io
     import zipfile
 
