@@ -30,6 +30,20 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(30, ge=0)
     watch_debounce_ms: int = Field(800, ge=50)
 
+    # Vector store: FAISS + BM25 files in index_dir, or PostgreSQL (rag/postgres_store.py)
+    store: Literal["faiss", "postgres"] = "faiss"
+    # FAISS index: exact (flat) up to faiss_flat_max chunks, approximate (HNSW) above; or forced.
+    faiss_index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    faiss_flat_max: int = Field(200_000, ge=0)
+    faiss_hnsw_m: int = Field(32, ge=4, le=512)
+    faiss_hnsw_ef_construction: int = Field(200, ge=8)
+    faiss_hnsw_ef_search: int = Field(64, ge=1)
+    faiss_ivf_nlist: int = Field(0, ge=0)  # 0: 4 * sqrt(chunks)
+    faiss_ivf_nprobe: int = Field(16, ge=1)
+    # Recall@10 against exact search an approximate index must reach when built (efSearch or
+    # nprobe is raised until it does).
+    faiss_min_recall: float = Field(0.95, ge=0.0, le=1.0)
+
     # Retrieval
     top_k: int = Field(5, ge=1, le=100)
     retrieval_mode: RetrievalMode = "hybrid"

@@ -1,4 +1,10 @@
-"""Build the index from the seeds folder, incrementally by content hash."""
+"""Build the index from the seeds folder, incrementally by content hash, through the vector store.
+
+A build is five steps, each a function of the one before: scan the folder (content hashes), plan
+against the store's manifest (a frozen Plan: added, changed, removed, unchanged), collect the
+chunks of what is new, embed them, and write (delete, add, commit) through the WritableStore
+protocol, so any store (FAISS files, PostgreSQL) gets the same incremental builds.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,78 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
+from pydantic import ConfigDict
 
 from rag import loaders, store
 from rag.chunking import TOKENIZER_NAME, Chunker
 from rag.config import Settings
 from rag.embedding import Embedder, canonical_model_id, get_embedder
-from rag.errors import IndexLockedError, IndexStoreError, LoaderError, RagError
-from rag.types import Chunk, DocumentEntry, IndexReport
+from rag.errors import IndexLockedError, IndexNotFoundError, IndexStoreError, LoaderError, RagError
+from rag.types import Chunk, DocumentEntry, Frozen, IndexReport, Manifest
+from rag.vectorstore import WritableStore, open_store
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 600.0
 Warn = Callable[[str], None]
+
+
+class ScannedFile(Frozen):
+    """A readable file of the seeds folder: its bytes (parsed later exactly as hashed) and hash."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    source: loaders.SourceFile
+    data: bytes
+    digest: str
+
+
+class Scan(Frozen):
+    """What the seeds folder holds now, by content hash (cheap: no model, no parsing)."""
+
+    files: dict[str, ScannedFile]  # readable files by relative path
+    unreadable: dict[str, str]  # relative path -> why it could not be read
+    skipped: tuple[str, ...] = ()  # "path: reason" of files that are not documents
+
+
+class Plan(Frozen):
+    """What a build does, decided once from the scan and the store's manifest."""
+
+    added: tuple[str, ...] = ()  # not in the store: parse, chunk, embed
+    changed: tuple[str, ...] = ()  # in the store with other content: delete, then as added
+    removed: tuple[str, ...] = ()  # in the store, gone from the folder: delete
+    unchanged: tuple[str, ...] = ()  # in the store with this content: kept as they are
+    kept_unreadable: tuple[str, ...] = ()  # unreadable now: the store's version stays
+    discarded: tuple[str, ...] = ()  # the store's documents a full rebuild drops
+    reuse: bool = False  # whether the store's build is kept and changed, or rebuilt from nothing
+    full_rebuild_reason: str | None = None
+
+    @property
+    def to_delete(self) -> list[str]:
+        return sorted({*self.changed, *self.removed, *self.discarded})
+
+    @property
+    def to_embed(self) -> list[str]:
+        return sorted(self.added + self.changed)
+
+    @property
+    def kept(self) -> list[str]:
+        return sorted(self.unchanged + self.kept_unreadable)
+
+    @property
+    def has_work(self) -> bool:
+        return not self.reuse or bool(self.added or self.changed or self.removed)
+
+
+class Collected(Frozen):
+    """The chunks of the documents a build embeds, and the documents that failed to parse."""
+
+    chunks: tuple[Chunk, ...] = ()
+    entries: dict[str, DocumentEntry] = {}
+    failed: dict[str, str] = {}  # relative path -> why
 
 
 def build_index(
@@ -34,7 +96,7 @@ def build_index(
     lock_timeout: float = LOCK_TIMEOUT,
 ) -> IndexReport:
     """Bring the index in line with the seeds folder, re-embedding only what changed."""
-    seeds_dir = settings.require_seeds_dir()
+    settings.require_seeds_dir()
     index_dir = settings.index_dir
     index_dir.mkdir(parents=True, exist_ok=True)
     warn = warn or log.warning
@@ -51,183 +113,202 @@ def build_index(
                 "wait for it or stop it"
             ) from None
     try:
-        return _build(settings, seeds_dir, index_dir, force, embedder, progress, warn)
+        return _build(settings, force, embedder, progress, warn)
     finally:
         lock.release()
 
 
-def _build(
-    settings: Settings,
-    seeds_dir: Path,
-    index_dir: Path,
-    force: bool,
-    embedder: Embedder | None,
-    progress: bool,
-    warn: Warn,
-) -> IndexReport:
+def _build(settings: Settings, force: bool, embedder: Embedder | None, progress: bool, warn: Warn) -> IndexReport:
     started = time.perf_counter()
     model_id = embedder.model_id if embedder is not None else canonical_model_id(settings.embedding_model)
-
-    # 1. What is there now, by content hash (cheap: no model, no parsing).
-    files, skips = loaders.scan(seeds_dir)
-    skipped = [f"{s.rel}: {s.reason}" for s in skips]
-    for line in skipped:
+    scan = scan_seeds(settings.seeds_dir)
+    for line in scan.skipped:
         warn(f"skipped {line}")
-    current: dict[str, tuple[loaders.SourceFile, bytes | None, str | None]] = {}
-    for source in files:
+    writer = open_store(settings, writable=True)
+    previous, unreadable = _previous_manifest(writer)
+    plan = plan_build(scan, previous, unreadable or rebuild_reason(previous, settings, model_id, force))
+    skipped = [*scan.skipped, *_note_unreadable(scan, plan, warn)]
+    if not plan.has_work:
+        _sweep(settings)
+        return IndexReport(
+            unchanged=plan.kept,
+            skipped=skipped,
+            chunks=previous.chunk_count if previous else 0,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    if plan.full_rebuild_reason:
+        warn(f"full rebuild: {plan.full_rebuild_reason}")
+    plan = _delete(writer, plan, scan, previous, warn)
+    embedder = embedder or get_embedder(settings.embedding_model)
+    collected = collect_chunks(scan, plan, settings, embedder, warn)
+    writer.add(collected.chunks, embed_chunks(collected.chunks, embedder, settings, progress))
+    kept = {rel: previous.documents[rel] for rel in plan.kept} if previous and plan.reuse else {}
+    documents = kept | collected.entries
+    manifest = writer.commit(manifest_fields(settings, embedder, documents, seconds=time.perf_counter() - started))
+    return _report(plan, collected, skipped, manifest, started)
+
+
+# -- the steps -----------------------------------------------------------------------------------
+def scan_seeds(seeds_dir) -> Scan:
+    """Read and hash every document file of the folder."""
+    sources, skips = loaders.scan(seeds_dir)
+    files: dict[str, ScannedFile] = {}
+    unreadable: dict[str, str] = {}
+    for source in sources:
         try:
             data = loaders.read_bytes(source)
         except LoaderError as exc:
-            current[source.rel] = (source, None, str(exc))
+            unreadable[source.rel] = str(exc)
             continue
-        current[source.rel] = (source, data, loaders.content_hash(data))
+        files[source.rel] = ScannedFile(source=source, data=data, digest=loaders.content_hash(data))
+    return Scan(files=files, unreadable=unreadable, skipped=tuple(f"{s.rel}: {s.reason}" for s in skips))
 
-    # 2. What the previous build holds, and whether it can be reused.
-    previous = None
-    reason = None
-    try:
-        old_manifest = store.read_manifest(index_dir)
-    except IndexStoreError as exc:
-        old_manifest, reason = None, f"the previous index is unreadable ({exc})"
-    if old_manifest is not None:
-        if force:
-            reason = "--force was given"
-        elif old_manifest.schema_version != store.SCHEMA_VERSION:
-            reason = f"the index format changed ({old_manifest.schema_version} -> {store.SCHEMA_VERSION})"
-        elif old_manifest.embedding_model != model_id:
-            reason = f"the embedding model changed ({old_manifest.embedding_model} -> {model_id})"
-        elif (old_manifest.chunk_tokens, old_manifest.chunk_overlap) != (
-            settings.chunk_tokens,
-            settings.chunk_overlap,
-        ):
-            reason = (
-                f"the chunking changed ({old_manifest.chunk_tokens}/{old_manifest.chunk_overlap} -> "
-                f"{settings.chunk_tokens}/{settings.chunk_overlap} tokens)"
-            )
-    reusable = old_manifest is not None and reason is None
-    old_docs = old_manifest.documents if (reusable and old_manifest) else {}
 
-    added, changed, unchanged, failed = [], [], [], []
-    for rel, (_, data, digest) in sorted(current.items()):
-        if data is None:
-            failed.append(rel)
-        elif rel not in old_docs:
+def rebuild_reason(previous: Manifest | None, settings: Settings, model_id: str, force: bool) -> str | None:
+    """Why the store's build cannot be reused, or None when it can (or there is none)."""
+    if previous is None:
+        return None
+    if force:
+        return "--force was given"
+    if previous.schema_version != store.SCHEMA_VERSION:
+        return f"the index format changed ({previous.schema_version} -> {store.SCHEMA_VERSION})"
+    if previous.embedding_model != model_id:
+        return f"the embedding model changed ({previous.embedding_model} -> {model_id})"
+    if (previous.chunk_tokens, previous.chunk_overlap) != (settings.chunk_tokens, settings.chunk_overlap):
+        return (
+            f"the chunking changed ({previous.chunk_tokens}/{previous.chunk_overlap} -> "
+            f"{settings.chunk_tokens}/{settings.chunk_overlap} tokens)"
+        )
+    return None
+
+
+def plan_build(scan: Scan, previous: Manifest | None, reason: str | None) -> Plan:
+    """Compare the folder with the store's build: what to add, change, remove and keep."""
+    reuse = previous is not None and reason is None
+    old = previous.documents if (previous is not None and reuse) else {}
+    added, changed, unchanged = [], [], []
+    for rel, scanned in sorted(scan.files.items()):
+        if rel not in old:
             added.append(rel)
-        elif old_docs[rel].content_hash != digest:
+        elif old[rel].content_hash != scanned.digest:
             changed.append(rel)
         else:
             unchanged.append(rel)
-    # A file that exists but cannot be read keeps its previous version rather than vanishing.
-    kept_unreadable = [rel for rel in failed if rel in old_docs]
-    for rel in failed:
-        message = current[rel][2]
-        suffix = "; keeping its previous version" if rel in old_docs else ""
-        warn(f"skipped {message}{suffix}")
-        skipped.append(f"{message}")
-    removed = sorted(set(old_docs) - set(current))
+    return Plan(
+        added=tuple(added),
+        changed=tuple(changed),
+        removed=tuple(sorted(set(old) - set(scan.files) - set(scan.unreadable))),
+        unchanged=tuple(unchanged),
+        # A file that exists but cannot be read keeps its previous version rather than vanishing.
+        kept_unreadable=tuple(sorted(rel for rel in scan.unreadable if rel in old)),
+        discarded=tuple(sorted(previous.documents)) if (previous is not None and not reuse) else (),
+        reuse=reuse,
+        full_rebuild_reason=reason,
+    )
 
-    if reusable and not (added or changed or removed):
-        # Nothing to write, but a build killed earlier may have left its half-written folder;
-        # write_build sweeps those only when it runs, so sweep here too (we hold the lock).
-        current_name = store.current_build_name(index_dir)
-        if current_name:
-            store._collect_garbage(index_dir, keep=current_name)  # noqa: SLF001
-        return IndexReport(
-            unchanged=unchanged + kept_unreadable,
-            skipped=skipped,
-            chunks=old_manifest.chunk_count if old_manifest else 0,
-            seconds=round(time.perf_counter() - started, 3),
-        )
-    if reason:
-        warn(f"full rebuild: {reason}")
 
-    # 3. Parse and chunk what is new; reuse chunks and vectors of what is not.
-    embedder = embedder or get_embedder(settings.embedding_model)
+def collect_chunks(scan: Scan, plan: Plan, settings: Settings, embedder: Embedder, warn: Warn) -> Collected:
+    """Parse and chunk the documents the plan embeds; a file that fails to parse is skipped."""
     chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap, fits=embedder.fits)
-    old = None
-    if reusable and (unchanged or kept_unreadable):
-        try:
-            old = store.load(index_dir)
-        except IndexStoreError as exc:
-            warn(f"full rebuild: the previous index is unreadable ({exc})")
-            reason = "the previous index is unreadable"
-            changed, added, unchanged = [], sorted(added + changed + unchanged), []
-            kept_unreadable = []
-            old_docs = {}
-
-    entries: dict[str, DocumentEntry] = {}
     chunks: list[Chunk] = []
-    vectors: list[np.ndarray] = []
-    if old is not None:
-        old_vectors = old.vectors()
-        for rel in sorted(unchanged + kept_unreadable):
-            entry = old_docs[rel]
-            rows = [old.by_id[cid] for cid in entry.chunk_ids]
-            chunks.extend(old.chunks[r] for r in rows)
-            if rows:
-                vectors.append(old_vectors[rows])
-            entries[rel] = entry
-
-    new_chunks: list[Chunk] = []
-    for rel in sorted(added + changed):
-        source, data, digest = current[rel]
-        assert data is not None and digest is not None
+    entries: dict[str, DocumentEntry] = {}
+    failed: dict[str, str] = {}
+    for rel in plan.to_embed:
+        scanned = scan.files[rel]
         try:
-            document = loaders.parse(source, data)
+            document = loaders.parse(scanned.source, scanned.data)
         except LoaderError as exc:
             warn(f"skipped {exc}")
-            skipped.append(str(exc))
-            (added if rel in added else changed).remove(rel)
-            if rel in old_docs:
-                removed.append(rel)
+            failed[rel] = str(exc)
             continue
         doc_chunks = chunker.split(document)
         if not doc_chunks:
             warn(f"{rel}: no text to index")
         entries[rel] = DocumentEntry(
-            path=rel, content_hash=digest, chunk_ids=[c.id for c in doc_chunks], kind=document.kind
+            path=rel, content_hash=scanned.digest, chunk_ids=[c.id for c in doc_chunks], kind=document.kind
         )
-        new_chunks.extend(doc_chunks)
+        chunks.extend(doc_chunks)
+    return Collected(chunks=tuple(chunks), entries=entries, failed=failed)
 
-    if new_chunks:
-        vectors.append(
-            embedder.embed(
-                [c.text for c in new_chunks],
-                batch_size=settings.embedding_batch_size,
-                progress=progress and len(new_chunks) >= 64,
-            )
-        )
-    chunks.extend(new_chunks)
-    matrix = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dimension), np.float32)
-    if len(matrix) != len(chunks):
-        raise RagError(f"internal error: {len(matrix)} vectors for {len(chunks)} chunks")
 
-    store.write_build(
-        index_dir,
-        manifest_fields={
-            "embedding_model": embedder.model_id,
-            "dimension": embedder.dimension,
-            "max_model_tokens": embedder.max_tokens,
-            "chunk_tokens": settings.chunk_tokens,
-            "chunk_overlap": settings.chunk_overlap,
-            "tokenizer": TOKENIZER_NAME,
-            "documents": dict(sorted(entries.items())),
-            "library_versions": store.library_versions(),
-            "seconds": time.perf_counter() - started,
-        },
-        chunks=chunks,
-        vectors=matrix,
+def embed_chunks(chunks: tuple[Chunk, ...] | list[Chunk], embedder: Embedder, settings: Settings,
+                 progress: bool = False) -> np.ndarray:
+    """The vectors of the chunks' texts, one row each, in order."""
+    if not chunks:
+        return np.zeros((0, embedder.dimension), dtype=np.float32)
+    return embedder.embed(
+        [c.text for c in chunks],
+        batch_size=settings.embedding_batch_size,
+        progress=progress and len(chunks) >= 64,
     )
+
+
+def manifest_fields(settings: Settings, embedder: Embedder, documents: dict[str, DocumentEntry], *,
+                    seconds: float = 0.0) -> dict:
+    """What a build's manifest records that the store cannot know (see WritableStore.commit)."""
+    return {
+        "embedding_model": embedder.model_id,
+        "dimension": embedder.dimension,
+        "max_model_tokens": embedder.max_tokens,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "tokenizer": TOKENIZER_NAME,
+        "documents": dict(sorted(documents.items())),
+        "library_versions": store.library_versions(),
+        "seconds": seconds,
+    }
+
+
+# -- helpers of the steps ------------------------------------------------------------------------
+def _previous_manifest(writer: WritableStore) -> tuple[Manifest | None, str | None]:
+    """The store's manifest, and why it cannot be used when it cannot be read."""
+    try:
+        return writer.manifest(), None
+    except IndexNotFoundError:
+        return None, None
+    except IndexStoreError as exc:
+        return None, f"the previous index is unreadable ({exc})"
+
+
+def _note_unreadable(scan: Scan, plan: Plan, warn: Warn) -> list[str]:
+    for rel, message in sorted(scan.unreadable.items()):
+        warn(f"skipped {message}" + ("; keeping its previous version" if rel in plan.kept_unreadable else ""))
+    return [message for _, message in sorted(scan.unreadable.items())]
+
+
+def _delete(writer: WritableStore, plan: Plan, scan: Scan, previous: Manifest | None, warn: Warn) -> Plan:
+    """Delete what the plan drops; a build that cannot be read turns the plan into a full rebuild."""
+    try:
+        writer.delete_documents(plan.to_delete)
+        return plan
+    except IndexStoreError as exc:
+        if not plan.reuse:
+            raise
+        warn(f"full rebuild: the previous index is unreadable ({exc})")
+    plan = plan_build(scan, previous, "the previous index is unreadable")
+    writer.delete_documents(plan.to_delete)  # every document: nothing of the old build is read
+    return plan
+
+
+def _sweep(settings: Settings) -> None:
+    """Nothing to write, but a build killed earlier may have left its half-written folder, which
+    only a write sweeps; sweep here too (the lock is held)."""
+    if settings.store == "faiss":
+        store.collect_garbage(settings.index_dir)
+
+
+def _report(plan: Plan, collected: Collected, skipped: list[str], manifest: Manifest, started: float) -> IndexReport:
     return IndexReport(
-        added=added,
-        changed=changed,
-        removed=sorted(set(removed)),
-        unchanged=sorted(unchanged + kept_unreadable),
-        skipped=skipped,
-        chunks=len(chunks),
-        embedded_chunks=len(new_chunks),
+        added=[rel for rel in plan.added if rel in collected.entries],
+        changed=[rel for rel in plan.changed if rel in collected.entries],
+        # A changed file that no longer parses has lost its old version too.
+        removed=sorted({*plan.removed, *(rel for rel in plan.changed if rel in collected.failed)}),
+        unchanged=plan.kept,
+        skipped=[*skipped, *collected.failed.values()],
+        chunks=manifest.chunk_count,
+        embedded_chunks=len(collected.chunks),
         seconds=round(time.perf_counter() - started, 3),
-        full_rebuild_reason=reason,
+        full_rebuild_reason=plan.full_rebuild_reason,
         wrote=True,
     )
 

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-
-@lru_cache(maxsize=1)
-def _stemmer():
-    try:
-        import Stemmer
-
-        return Stemmer.Stemmer("english")
-    except ImportError:  # stemming improves recall; without PyStemmer plain tokens still work
-        return None
+from rag.text import stemmer
 
 
 def load_bm25s():
@@ -28,11 +18,11 @@ def load_bm25s():
 
 
 def _tokenize(texts: list[str]):
-    return load_bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
+    return load_bm25s().tokenize(texts, stopwords="en", stemmer=stemmer(), show_progress=False)
 
 
 def build_bm25(texts: list[str]):
-    """A BM25 index over the texts, rows in the same order as the FAISS vectors."""
+    """A BM25 index over the texts, rows in the order of the texts."""
     retriever = load_bm25s().BM25()
     retriever.index(_tokenize(texts), show_progress=False)
     return retriever

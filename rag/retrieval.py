@@ -1,4 +1,4 @@
-"""Find the passages that answer a question: dense (FAISS), BM25 (bm25s), or both fused with RRF."""
+"""Find the passages that answer a question in any vector store: dense, BM25, or both fused with RRF."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 
 from rag.embedding import Embedder
 from rag.errors import ConfigError
-from rag.lexical import search_bm25
 from rag.store import LoadedIndex
-from rag.types import Chunk, Hit
+from rag.types import Chunk, Hit, Manifest
+from rag.vectorstore import ReadableStore
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # the constant from Cormack et al.; large enough that ranks, not scores, decide
@@ -20,60 +20,59 @@ NEAR_DUPLICATE = 0.9  # word-set Jaccard above which two passages say the same t
 
 
 class Retriever:
-    """Searches one loaded index; cheap to create, holds no state beyond the index."""
+    """Searches one store (or one loaded FAISS build); cheap to create, holds no other state."""
 
-    def __init__(self, index: LoadedIndex, embedder: Embedder) -> None:
-        self.index = index
+    def __init__(self, index: ReadableStore | LoadedIndex, embedder: Embedder) -> None:
+        from rag.faiss_store import FaissStore
+
+        self.index = index  # as given: a LoadedIndex keeps its `.manifest` attribute
+        self.store: ReadableStore = FaissStore.of(index) if isinstance(index, LoadedIndex) else index
         self.embedder = embedder
+
+    @property
+    def manifest(self) -> Manifest:
+        """What the build searched was made from."""
+        return self.store.manifest()
 
     def search(self, query: str, *, top_k: int = 5, mode: str = "hybrid") -> list[Hit]:
         """Up to top_k passages, best first, overlapping chunks merged and duplicates dropped."""
         if mode not in MODES:
             raise ConfigError(f"RAG_RETRIEVAL_MODE: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        n = len(self.index.chunks)
-        if n == 0:
-            return []
-        depth = min(n, max(top_k * 4, 20))
+        depth = max(top_k * 4, 20)
         qvec = self.embedder.embed([query])[0]
-        dense: list[tuple[int, float]] = []
-        lexical: list[tuple[int, float]] = []
-        if mode in ("dense", "hybrid"):
-            scores, rows = self.index.faiss_index.search(qvec[None, :], depth)  # type: ignore[attr-defined]
-            dense = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
-        if mode in ("bm25", "hybrid") and self.index.bm25 is not None:
-            lexical = search_bm25(self.index.bm25, query, depth)
-
+        dense = self.store.search(qvec, depth) if mode in ("dense", "hybrid") else []
+        lexical = self.store.lexical_search(query, depth) if mode in ("bm25", "hybrid") else []
         ranked = _fuse(dense, lexical, mode)
-        cosine = self._cosines(qvec, [row for row, _ in ranked])
-        bm25_by_row = dict(lexical)
+        if not ranked:
+            return []
+        ids = [cid for cid, _ in ranked]
+        chunks = self.store.chunks(ids)
+        # The relevance floor reads the cosine whatever the ranking mode, so it is computed for all.
+        cosine = (self.store.vectors(ids) @ qvec).astype(float).tolist()
+        bm25_by_id = dict(lexical)
         hits = [
             Hit(
-                chunk=self.index.chunks[row],
+                chunk=chunk,
                 score=round(score, 6),
-                dense_score=round(cosine[row], 6),
-                bm25_score=round(bm25_by_row[row], 6) if row in bm25_by_row else None,
+                dense_score=round(cos, 6),
+                bm25_score=round(bm25_by_id[cid], 6) if cid in bm25_by_id else None,
                 rank=rank,
             )
-            for rank, (row, score) in enumerate(ranked, start=1)
+            for rank, ((cid, score), chunk, cos) in enumerate(zip(ranked, chunks, cosine), start=1)
         ]
         return _dedupe(hits, top_k)
 
-    def _cosines(self, qvec: np.ndarray, rows: list[int]) -> dict[int, float]:
-        if not rows:
-            return {}
-        vecs = np.stack([self.index.faiss_index.reconstruct(r) for r in rows])  # type: ignore[attr-defined]
-        return dict(zip(rows, (vecs @ qvec).astype(float).tolist()))
 
-
-def _fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]], mode: str) -> list[tuple[int, float]]:
+def _fuse(dense: list[tuple[str, float]], lexical: list[tuple[str, float]], mode: str) -> list[tuple[str, float]]:
+    """One ranking: a single list as is, or both by reciprocal rank fusion (ties by id)."""
     if mode == "dense":
         return dense
     if mode == "bm25":
         return lexical
-    fused: dict[int, float] = {}
+    fused: dict[str, float] = {}
     for results in (dense, lexical):
-        for rank, (row, _) in enumerate(results, start=1):
-            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank)
+        for rank, (cid, _) in enumerate(results, start=1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 

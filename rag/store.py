@@ -7,13 +7,13 @@ Layout::
     index/.lock                   held by whoever is building
 
 A build is written to ``builds/.tmp-<name>``, fsynced, renamed, and only then does CURRENT move,
-so a build killed at any moment leaves the previous one loadable and correct.
+so a build killed at any moment leaves the previous one loadable and correct. `FaissStore`
+(rag/faiss_store.py) is the vector store over these folders.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -30,6 +30,7 @@ from rag.types import Chunk, Manifest
 SCHEMA_VERSION = 1
 CURRENT = "CURRENT"
 BUILDS = "builds"
+TMP_PREFIX = ".tmp-"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 CHUNKS = "chunks.jsonl"
@@ -51,30 +52,25 @@ class LoadedIndex:
     def __post_init__(self) -> None:
         self.by_id = {c.id: i for i, c in enumerate(self.chunks)}
 
-    def vectors(self) -> np.ndarray:
-        n = len(self.chunks)
+    def vectors(self, rows: list[int] | None = None) -> np.ndarray:
+        """The stored vectors of these rows (all rows by default), one row each."""
+        n = len(self.chunks) if rows is None else len(rows)
         if n == 0:
             return np.zeros((0, self.manifest.dimension), dtype=np.float32)
-        return self.faiss_index.reconstruct_n(0, n)  # type: ignore[attr-defined]
+        if rows is None:
+            return self.faiss_index.reconstruct_n(0, n)  # type: ignore[attr-defined]
+        return self.faiss_index.reconstruct_batch(np.asarray(rows, dtype=np.int64))  # type: ignore[attr-defined]
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# -- naming and locating builds ------------------------------------------------------------------
+def new_build_name() -> str:
+    """A fresh build name; names sort in the order builds were started."""
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def build_folder(index_dir: Path, name: str) -> Path:
+    """Where the build of this name lives; the one place that says so."""
+    return index_dir / BUILDS / name
 
 
 def current_build_name(index_dir: Path) -> str | None:
@@ -90,11 +86,12 @@ def read_manifest(index_dir: Path) -> Manifest | None:
     name = current_build_name(index_dir)
     if name is None:
         return None
-    return _read_build_manifest(index_dir, name)
+    return read_build_manifest(index_dir, name)
 
 
-def _read_build_manifest(index_dir: Path, name: str) -> Manifest:
-    path = index_dir / BUILDS / name / MANIFEST
+def read_build_manifest(index_dir: Path, name: str) -> Manifest:
+    """The manifest of one build, or IndexCorruptError saying how to repair it."""
+    path = build_folder(index_dir, name) / MANIFEST
     try:
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -109,42 +106,30 @@ def _read_build_manifest(index_dir: Path, name: str) -> Manifest:
         ) from None
 
 
+# -- reading -------------------------------------------------------------------------------------
 def load(index_dir: Path, *, verify: bool = True) -> LoadedIndex:
     """Read the build in use, checking every file against the manifest's checksums."""
-    import faiss
-
     # CURRENT is read once: a build finishing meanwhile moves it, and the manifest and the files
     # must come from the same build.
     name = current_build_name(index_dir)
     if name is None:
         raise IndexNotFoundError(f"no index in {index_dir}; run `rag index` to build it")
-    manifest = _read_build_manifest(index_dir, name)
-    folder = index_dir / BUILDS / name
+    return load_build(index_dir, name, verify=verify)
+
+
+def load_build(index_dir: Path, name: str, *, verify: bool = True) -> LoadedIndex:
+    """Read one build by name (see `load`)."""
+    manifest = read_build_manifest(index_dir, name)
+    folder = build_folder(index_dir, name)
     if manifest.schema_version != SCHEMA_VERSION:
         raise IndexMismatchError(
             f"index format {manifest.schema_version} is not the supported format "
             f"{SCHEMA_VERSION}; run `rag index --force` to rebuild"
         )
     if verify:
-        for rel, digest in manifest.files.items():
-            path = folder / rel
-            if not path.is_file() or _sha256(path) != digest:
-                raise IndexCorruptError(
-                    f"index file {path} is missing or damaged (checksum mismatch); "
-                    "run `rag index --force` to rebuild"
-                )
+        _verify(folder, manifest)
     try:
-        chunks = [
-            Chunk.model_validate_json(line)
-            for line in (folder / CHUNKS).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-        index = faiss.read_index(str(folder / VECTORS))
-        bm25 = None
-        if chunks:
-            from rag.lexical import load_bm25s
-
-            bm25 = load_bm25s().BM25.load(str(folder / BM25_DIR))
+        chunks, index, bm25 = _read_files(folder, manifest)
     except Exception as exc:
         raise IndexCorruptError(
             f"index in {folder} cannot be read ({type(exc).__name__}: {exc}); "
@@ -156,6 +141,36 @@ def load(index_dir: Path, *, verify: bool = True) -> LoadedIndex:
             "run `rag index --force` to rebuild"
         )
     return LoadedIndex(name=name, manifest=manifest, chunks=chunks, faiss_index=index, bm25=bm25)
+
+
+def _verify(folder: Path, manifest: Manifest) -> None:
+    for rel, digest in manifest.files.items():
+        path = folder / rel
+        if not path.is_file() or _sha256(path) != digest:
+            raise IndexCorruptError(
+                f"index file {path} is missing or damaged (checksum mismatch); "
+                "run `rag index --force` to rebuild"
+            )
+
+
+def _read_files(folder: Path, manifest: Manifest) -> tuple[list[Chunk], object, object | None]:
+    import faiss
+
+    from rag import faiss_index
+
+    chunks = [
+        Chunk.model_validate_json(line)
+        for line in (folder / CHUNKS).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    index = faiss.read_index(str(folder / VECTORS))
+    faiss_index.prepare(index, faiss_index.IndexSpec(kind=manifest.index_kind, parameters=manifest.index_parameters))
+    bm25 = None
+    if chunks:
+        from rag.lexical import load_bm25s
+
+        bm25 = load_bm25s().BM25.load(str(folder / BM25_DIR))
+    return chunks, index, bm25
 
 
 def check_compatible(manifest: Manifest, *, embedding_model: str, chunk_tokens: int, chunk_overlap: int) -> None:
@@ -180,83 +195,112 @@ def check_compatible(manifest: Manifest, *, embedding_model: str, chunk_tokens: 
         )
 
 
-def write_build(
-    index_dir: Path,
-    *,
-    manifest_fields: dict,
-    chunks: list[Chunk],
-    vectors: np.ndarray,
-) -> Manifest:
-    """Write a complete build aside, then swap CURRENT to it. Returns the manifest written."""
+# -- writing -------------------------------------------------------------------------------------
+def write_build(index_dir: Path, *, manifest_fields: dict, chunks: list[Chunk], index: object) -> LoadedIndex:
+    """Write a complete build aside, then swap CURRENT to it. Returns the build, as loaded.
+
+    `index` is the FAISS index of the chunks' vectors, rows in chunk order; `manifest_fields` are
+    the Manifest's fields other than those the write itself decides (schema version, chunk count,
+    build time, checksums); an optional "seconds" is time spent before, added to the build time.
+    """
     import faiss
 
     started = time.perf_counter()
-    builds = index_dir / BUILDS
-    builds.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc)
-    name = f"{stamp.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
-    tmp = builds / f".tmp-{name}"
-    tmp.mkdir()
-
-    dim = int(manifest_fields["dimension"])
-    index = faiss.IndexFlatIP(dim)  # inner product equals cosine on normalised vectors
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    fields = dict(manifest_fields)
+    seconds = fields.pop("seconds", 0.0)
+    name = new_build_name()
+    tmp = build_folder(index_dir, TMP_PREFIX + name)
+    tmp.mkdir(parents=True)
     faiss.write_index(index, str(tmp / VECTORS))
     with (tmp / CHUNKS).open("w", encoding="utf-8") as fh:
         for chunk in chunks:
             fh.write(chunk.model_dump_json() + "\n")
+    bm25 = None
     if chunks:
         from rag.lexical import build_bm25
 
-        build_bm25([c.text for c in chunks]).save(str(tmp / BM25_DIR))
-
-    files: dict[str, str] = {}
-    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        with path.open("rb") as fh:
-            os.fsync(fh.fileno())
-        files[path.relative_to(tmp).as_posix()] = _sha256(path)
+        bm25 = build_bm25([c.text for c in chunks])
+        bm25.save(str(tmp / BM25_DIR))
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         chunk_count=len(chunks),
-        built_at=stamp,
-        build_seconds=round(time.perf_counter() - started + manifest_fields.pop("seconds", 0.0), 3),
-        files=files,
-        **manifest_fields,
+        built_at=datetime.now(timezone.utc),
+        build_seconds=round(time.perf_counter() - started + seconds, 3),
+        files=_checksums(tmp),
+        **fields,
     )
-    with (tmp / MANIFEST).open("w", encoding="utf-8") as fh:
-        fh.write(manifest.model_dump_json(indent=1))
-        fh.flush()
-        os.fsync(fh.fileno())
+    _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=1))
     _fsync_dir(tmp)
-    final = builds / name
-    os.replace(tmp, final)
-    _fsync_dir(builds)
+    os.replace(tmp, build_folder(index_dir, name))
+    _fsync_dir(index_dir / BUILDS)
+    _point_current(index_dir, name)
+    collect_garbage(index_dir, keep=name)
+    return LoadedIndex(name=name, manifest=manifest, chunks=list(chunks), faiss_index=index, bm25=bm25)
 
+
+def _checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the folder, each fsynced first."""
+    files: dict[str, str] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+        files[path.relative_to(folder).as_posix()] = _sha256(path)
+    return files
+
+
+def _point_current(index_dir: Path, name: str) -> None:
     pointer_tmp = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
-    with pointer_tmp.open("w", encoding="utf-8") as fh:
-        fh.write(name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    _write_synced(pointer_tmp, name + "\n")
     os.replace(pointer_tmp, index_dir / CURRENT)
     _fsync_dir(index_dir)
-    _collect_garbage(index_dir, keep=name)
-    return manifest
 
 
-def _collect_garbage(index_dir: Path, keep: str) -> None:
-    """Remove unfinished builds and all but the newest KEEP_BUILDS finished ones."""
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def collect_garbage(index_dir: Path, keep: str | None = None) -> None:
+    """Remove unfinished builds and all but the newest KEEP_BUILDS finished ones.
+
+    `keep` (the build in use unless given) is never removed. Only whoever holds the build lock
+    may call this: an unfinished build may be another builder's work in progress.
+    """
     builds = index_dir / BUILDS
+    if not builds.is_dir():
+        return
+    keep = keep or current_build_name(index_dir)
     finished = sorted(
         (p for p in builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: p.name,
     )
     stale = [p for p in finished if p.name != keep][: max(0, len(finished) - KEEP_BUILDS)]
-    stale += [p for p in builds.iterdir() if p.name.startswith(".tmp-")]
+    stale += [p for p in builds.iterdir() if p.name.startswith(TMP_PREFIX)]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     for leftover in index_dir.glob(f".{CURRENT}.*"):
         leftover.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -269,7 +313,3 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
-
-
-def manifest_json(manifest: Manifest) -> dict:
-    return json.loads(manifest.model_dump_json())

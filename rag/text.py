@@ -62,20 +62,21 @@ def sentences(text: str) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=1)
-def _stemmer():
+def stemmer():
+    """The English Snowball stemmer (PyStemmer), shared by BM25 and the sentence scorers."""
     try:
         import Stemmer
 
         return Stemmer.Stemmer("english")
-    except ImportError:
+    except ImportError:  # stemming improves recall; without PyStemmer plain words still work
         return None
 
 
 def terms(text: str) -> list[str]:
     """Lower-cased, stemmed content words."""
     words = [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
-    stemmer = _stemmer()
-    return stemmer.stemWords(words) if stemmer else words
+    snowball = stemmer()
+    return snowball.stemWords(words) if snowball else words
 
 
 def clean_question(text: str) -> str:

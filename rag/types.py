@@ -115,6 +115,11 @@ class Manifest(Frozen):
     built_at: datetime
     build_seconds: float
     files: dict[str, str]  # file name in the build folder -> sha256
+    # The vector index: "flat" (exact), "hnsw" or "ivf" (approximate, with their parameters and
+    # the recall@10 against exact search measured when built). Defaults read older manifests.
+    index_kind: str = "flat"
+    index_parameters: dict[str, int] = Field(default_factory=dict)
+    index_recall: float | None = None
 
 
 class IndexReport(Frozen):
@@ -142,3 +147,6 @@ class IndexStatus(Frozen):
     built_at: datetime
     index_dir: str
     sources: list[str]
+    index_kind: str | None = None  # from the manifest: flat, hnsw, ivf
+    index_parameters: dict[str, int] = Field(default_factory=dict)
+    index_recall: float | None = None

@@ -14,11 +14,16 @@ old build or the new one, never a mix.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from importlib import import_module
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from rag.errors import ConfigError
 from rag.types import Chunk, Frozen, Manifest
+
+if TYPE_CHECKING:
+    from rag.config import Settings
 
 
 class StoreStats(Frozen):
@@ -40,7 +45,10 @@ class ReadableStore(Protocol):
     kind: str
 
     def manifest(self) -> Manifest:
-        """What the build readers see was made from (model, dimension, chunking, documents)."""
+        """What the build readers see was made from (model, dimension, chunking, documents).
+
+        Raises IndexNotFoundError when nothing has been committed yet.
+        """
         ...
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -75,5 +83,41 @@ class WritableStore(ReadableStore, Protocol):
         ...
 
     def commit(self, manifest_fields: dict) -> Manifest:
-        """Make everything added and deleted since the last commit visible to readers at once."""
+        """Make everything added and deleted since the last commit visible to readers at once.
+
+        `manifest_fields` holds what the caller knows (embedding_model, dimension,
+        max_model_tokens, chunk_tokens, chunk_overlap, tokenizer, documents, library_versions,
+        optionally "seconds" spent before the commit); the store adds the rest and returns it.
+        """
         ...
+
+
+# name -> "module:class"; each class has `open(settings, *, writable) -> store`. Imported on use,
+# so FAISS is not loaded for PostgreSQL nor psycopg for FAISS.
+STORES = {
+    "faiss": "rag.faiss_store:FaissStore",
+    "postgres": "rag.postgres_store:PostgresStore",
+}
+
+
+def open_store(settings: Settings, *, writable: bool = False) -> ReadableStore | WritableStore:
+    """The store RAG_STORE names: readable (checked against the settings) or writable.
+
+    Readable, it is the build in use, and IndexMismatchError says what to do when it was made
+    with another embedding model or chunking. Writable, it starts from the build in use (or
+    nothing) whatever it was made with: the indexer decides what to keep.
+    """
+    target = STORES.get(settings.store)
+    if target is None:
+        raise ConfigError(f"RAG_STORE: unknown store {settings.store!r}; choose one of {', '.join(STORES)}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ConfigError(
+            f"RAG_STORE={settings.store}: this installation has no {module_name} module; "
+            "set RAG_STORE=faiss or install a version that has it"
+        ) from None
+    return getattr(module, class_name).open(settings, writable=writable)

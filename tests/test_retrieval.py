@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.errors import ConfigError
+from rag.indexer import build_index
 from rag.pipeline import Rag
 from rag.retrieval import MODES, RRF_K, _dedupe, _fuse, merge_chunks
 from rag.types import Chunk, Hit
@@ -19,7 +20,9 @@ OFF_TOPIC = "Quantum chromodynamics gluon confinement?"
 def rag(make_settings, in_tmp) -> Rag:
     write_corpus(in_tmp / "seeds")
     # Small chunks (about one sentence each) so a hit points at one line.
-    return Rag(make_settings(chunk_tokens=24, chunk_overlap=0))
+    settings = make_settings(chunk_tokens=24, chunk_overlap=0)
+    build_index(settings)
+    return Rag(settings)
 
 
 @pytest.mark.parametrize("mode", MODES)
