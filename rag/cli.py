@@ -98,7 +98,7 @@ def status(
 
 @app.command()
 def add(
-    files: list[str] = typer.Argument(..., help="Files to copy into the documents folder."),
+    files: list[str] = typer.Argument(..., metavar="FILE", help="Files to copy into the documents folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace documents of the same name."),
     seeds: str | None = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
     index_dir: str | None = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
@@ -107,19 +107,22 @@ def add(
     from pathlib import Path as FilePath
 
     from rag.documents import add_documents
+    from rag.errors import UploadError
 
     settings = _settings(seeds_dir=seeds, index_dir=index_dir)
     results = add_documents([FilePath(f) for f in files], settings, overwrite=overwrite, warn=_warn)
     for r in results:
-        line = f"indexed  {r.name} ({r.chunks} chunks)" if r.state == "indexed" else f"{r.state:<8} {r.reason}"
+        chunks = f"{r.chunks} chunk{'s' if r.chunks != 1 else ''}"
+        line = f"indexed  {r.name} ({chunks})" if r.state == "indexed" else f"{r.state:<8} {r.reason}"
         out.print(line, markup=False, highlight=False, soft_wrap=True)
-    if any(r.state != "indexed" for r in results):
-        raise typer.Exit(1)
+    missed = sum(r.state != "indexed" for r in results)
+    if missed:
+        raise UploadError(f"{missed} of {len(results)} files were not added; see the lines above")
 
 
 @app.command()
 def remove(
-    names: list[str] = typer.Argument(..., help="Document names as the index lists them."),
+    names: list[str] = typer.Argument(..., metavar="NAME", help="Document names as the index lists them."),
     seeds: str | None = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
     index_dir: str | None = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
 ) -> None:

@@ -72,6 +72,8 @@ def _check_relative(rel: str) -> str:
     """A path inside the seeds folder for removal: every part a plain name (forward slashes)."""
     if not rel or rel.startswith("/") or "\\" in rel:
         raise UploadError(f"'{rel}': give the document's name as listed in the index")
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        raise UploadError(f"'{rel}': give the document's name as listed in the index, without '..'")
     return "/".join(check_name(part) for part in rel.split("/"))
 
 

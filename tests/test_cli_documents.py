@@ -3,6 +3,7 @@ as one line."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -33,37 +34,48 @@ def run(*args: str):
     return CliRunner().invoke(cli.app, list(args), catch_exceptions=False)
 
 
+def main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run `rag ARGS` through the real entry point: its exit code, stdout and stderr."""
+    monkeypatch.setattr(sys, "argv", ["rag", *args])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+        sys.exit(0)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
 def test_add_prints_one_line_per_file_and_indexes(cli_seeds: Path) -> None:
     incoming = cli_seeds / "incoming"
     result = run("add", str(incoming / "rivers.txt"), str(incoming / "hekla.md"))
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("indexed  rivers.txt (") and lines[0].endswith(" chunks)")
-    assert lines[1].startswith("indexed  hekla.md (")
+    assert re.fullmatch(r"indexed  rivers\.txt \(1 chunk\)", lines[0]), lines
+    assert re.fullmatch(r"indexed  hekla\.md \(\d+ chunks?\)", lines[1]), lines
     manifest = store.read_manifest(cli_seeds / "index")
     assert manifest is not None and set(manifest.documents) == {"rivers.txt", "hekla.md"}
 
 
-def test_a_refused_file_is_one_line_and_exit_1(cli_seeds: Path, monkeypatch) -> None:
+def test_a_refused_file_is_one_line_and_exit_1(cli_seeds: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal must not wrap a result over lines
     incoming = cli_seeds / "incoming"
-    result = run("add", str(incoming / "photo [1].txt"), str(incoming / "rivers.txt"))
-    assert result.exit_code == 1
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 2, result.stdout
+    code, out, err = main(monkeypatch, capsys, "add", str(incoming / "photo [1].txt"), str(incoming / "rivers.txt"))
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert len(lines) == 2, out
     assert lines[0].startswith("refused  photo [1].txt: ") and "binary" in lines[0]  # brackets kept
     assert lines[1].startswith("indexed  rivers.txt")
     assert not (cli_seeds / "seeds" / "photo [1].txt").exists()
+    assert err.strip() == "error: 1 of 2 files were not added; see the lines above"
 
 
-def test_add_refuses_to_overwrite_unless_asked(cli_seeds: Path) -> None:
+def test_add_refuses_to_overwrite_unless_asked(cli_seeds: Path, monkeypatch, capsys) -> None:
     source = cli_seeds / "incoming" / "rivers.txt"
-    assert run("add", str(source)).exit_code == 0
+    assert main(monkeypatch, capsys, "add", str(source))[0] == 0
     source.write_text("Changed: the Danube reaches the Black Sea.\n", encoding="utf-8")
-    again = run("add", str(source))
-    assert again.exit_code == 1
-    assert "already exists" in again.stdout and "--overwrite" in again.stdout
+    code, out, _ = main(monkeypatch, capsys, "add", str(source))
+    assert code == 1
+    assert "already exists" in out and "--overwrite" in out
     assert (cli_seeds / "seeds" / "rivers.txt").read_text(encoding="utf-8") == DANUBE
     replaced = run("add", "--overwrite", str(source))
     assert replaced.exit_code == 0, replaced.stdout
@@ -83,7 +95,7 @@ def test_remove_prints_what_it_removed(cli_seeds: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["remove", "../incoming/rivers.txt"], {}, "without folders or '..'"),
+        (["remove", "../incoming/rivers.txt"], {}, "'../incoming/rivers.txt': give the document's name"),
         (["remove", "missing.txt"], {}, "no such document in the seeds folder"),
         (["add", "incoming/rivers.txt"], {"RAG_UPLOADS_ENABLED": "false"}, "RAG_UPLOADS_ENABLED=false"),
         (["remove", "rivers.txt"], {"RAG_UPLOADS_ENABLED": "false"}, "RAG_UPLOADS_ENABLED=false"),

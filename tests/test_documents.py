@@ -349,7 +349,7 @@ def test_remove_checks_every_name_before_removing_any(settings, add, hashing_emb
     (in_tmp / "outside.txt").write_bytes(b"precious\n")
     (settings.seeds_dir / "sub").mkdir()
     (settings.seeds_dir / "sub" / "deep.txt").write_bytes(HEKLA)
-    for bad, says in [("../outside.txt", "without folders"), ("missing.txt", "no such document"),
+    for bad, says in [("../outside.txt", "without '..'"), ("missing.txt", "no such document"),
                       (".hidden", "hidden"), ("sub", "no such document"), ("/etc/passwd", "as listed")]:
         with pytest.raises(UploadError, match=says):
             remove_documents(["rivers.txt", bad], settings, embedder=hashing_embedder)
