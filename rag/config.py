@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Recall@10 against exact search an approximate index must reach when built (efSearch or
     # nprobe is raised until it does).
     faiss_min_recall: float = Field(0.95, ge=0.0, le=1.0)
+    # PostgreSQL + pgvector (RAG_STORE=postgres): postgresql://user:password@host:port/dbname
+    database_url: SecretStr | None = None
+    pg_vector_type: Literal["vector", "halfvec"] = "vector"  # halfvec: half the space, ~1e-3 cosine error
+    pg_hnsw_m: int = Field(16, ge=2, le=100)  # pgvector's limits
+    pg_hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    pg_hnsw_ef_search: int = Field(100, ge=1, le=1000)  # raised per query to the depth searched
 
     # Retrieval
     top_k: int = Field(5, ge=1, le=100)
@@ -98,7 +104,7 @@ class Settings(BaseSettings):
             types.append(ext)
         return tuple(dict.fromkeys(types))
 
-    @field_validator("openai_base_url", "llm_model_path", "openai_api_key", "auth", mode="before")
+    @field_validator("openai_base_url", "llm_model_path", "openai_api_key", "auth", "database_url", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
