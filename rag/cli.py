@@ -11,17 +11,14 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from rag.cli_options import GeneratorName, IndexDir, Json, Mode, Seeds, TopK
+from rag.cli_options import settings as _settings
 from rag.errors import RagError
+from rag.eval_cli import eval_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ask your documents, offline.")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
-
-
-def _settings(**overrides):
-    from rag.config import load_settings
-
-    return load_settings(**overrides)
 
 
 def _warn(message: str) -> None:
@@ -30,11 +27,11 @@ def _warn(message: str) -> None:
 
 @app.command()
 def index(
-    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+    seeds: Seeds = None,
+    index_dir: IndexDir = None,
     force: bool = typer.Option(False, "--force", help="Re-embed everything."),
     watch: bool = typer.Option(False, "--watch", help="Keep running and rebuild on changes."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: Json = False,
 ) -> None:
     """Build or update the index from the documents folder (only changes are re-embedded)."""
     from rag.indexer import build_index, watch as watch_seeds
@@ -75,8 +72,8 @@ def _print_report(report, as_json: bool) -> None:
 
 @app.command()
 def status(
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    index_dir: IndexDir = None,
+    as_json: Json = False,
 ) -> None:
     """Show what the index holds: documents, chunks, model, build time."""
     from rag.pipeline import index_status
@@ -94,6 +91,10 @@ def status(
         f"built at   {st.built_at.isoformat(timespec='seconds')}",
         highlight=False,
     )
+    if st.index_kind:
+        knobs = ", ".join(f"{k}={v}" for k, v in st.index_parameters.items())
+        recall = f", recall@10 {st.index_recall:.3f}" if st.index_recall is not None else ""
+        out.print(f"vectors    {st.index_kind}{f' ({knobs})' if knobs else ''}{recall}", highlight=False)
 
 
 @app.command()
@@ -144,32 +145,57 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class _Waiting:
+    """A spinner on stderr saying what happens before the first word (only on a terminal)."""
+
+    def __init__(self, text: str) -> None:
+        self._status = err.status(f"[dim]{text}...[/]") if err.is_terminal else None
+
+    def __enter__(self) -> "_Waiting":
+        if self._status is not None:
+            self._status.start()
+        return self
+
+    def update(self, text: str) -> None:
+        if self._status is not None:
+            self._status.update(f"[dim]{text}...[/]")
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question to answer from the documents."),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="auto, llamacpp, openai, extractive."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Passages to retrieve (RAG_TOP_K)."),
-    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="dense, bm25 or hybrid."),
+    generator: GeneratorName = None,
+    top_k: TopK = None,
+    mode: Mode = None,
     as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
 ) -> None:
     """Answer a question from the documents, citing files and lines."""
     from rag.pipeline import Rag
 
     rag = Rag(_settings())
-    stream = rag.ask_stream(question, generator=generator, top_k=top_k, mode=mode)
+    rag.ensure_index(warn=_warn)
     if as_json:
-        for _ in stream:
-            pass
-        assert stream.answer is not None
-        print(stream.answer.model_dump_json(indent=2))
+        print(rag.ask_stream(question, generator=generator, top_k=top_k, mode=mode).result()
+              .model_dump_json(indent=2))
         return
     streamed = []
-    for piece in stream:
-        streamed.append(piece)
-        print(piece, end="", flush=True)
+    with _Waiting("searching the documents") as waiting:
+        stream = rag.ask_stream(question, generator=generator, top_k=top_k, mode=mode)
+        waiting.update(stream.status or "writing")
+        for piece in stream:
+            waiting.stop()
+            streamed.append(piece)
+            print(piece, end="", flush=True)
     print()
-    answer = stream.answer
-    assert answer is not None
+    answer = stream.result()
     if answer.text.strip() and answer.text.strip() != "".join(streamed).strip():
         # The stream broke and another backend (the extractive fallback) answered instead.
         print(answer.text)
@@ -191,8 +217,8 @@ def ask(
 def serve(
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind (RAG_HOST, default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (RAG_PORT, default 7860)."),
-    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+    seeds: Seeds = None,
+    index_dir: IndexDir = None,
     no_watch: bool = typer.Option(False, "--no-watch", help="Do not re-index when documents change."),
 ) -> None:
     """Serve the browser chat."""
@@ -240,8 +266,6 @@ def main() -> None:
             sys.exit(exc.exit_code)
         raise
 
-
-from rag.eval_cli import eval_app  # noqa: E402  (kept apart: it grows with the benchmarks)
 
 app.add_typer(eval_app, name="eval")
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.1, ge=0.0, le=2.0)
     # Show the model the sentences that match the question best, after the passages.
     prompt_highlights: bool = True
+    # What a model reads: "windowed" = the best sentences with their neighbours, up to
+    # prompt_budget_tokens (fast on a CPU); "passages" = the retrieved passages whole.
+    prompt_context: Literal["windowed", "passages"] = "passages"
+    prompt_budget_tokens: int = Field(300, ge=50, le=8000)
+    prompt_window: int = Field(1, ge=0, le=5)  # neighbouring sentences on each side
     # The local model refuses when the chance it gives to starting with the refusal is at least
     # this (its own doubt, read before it writes a word); 1 turns the check off. See docs/BENCHMARKS.md.
     llm_refusal_threshold: float = Field(0.1, ge=0.0, le=1.0)

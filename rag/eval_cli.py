@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rag.cli_options import GeneratorName, IndexDir, Json, Mode, Seeds, TopK
+from rag.cli_options import settings as _settings
 from rag.errors import ConfigError
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure answer and retrieval quality.")
@@ -62,12 +64,12 @@ class _Progress:
 @eval_app.command("qa")
 def qa(
     file: Path = typer.Argument(..., help="Question set (JSON lines: seeds or ClapNQ shape)."),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="auto, llamacpp, openai, extractive."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Passages to retrieve (RAG_TOP_K)."),
-    mode: Optional[str] = typer.Option(None, "--mode", "-m", help="dense, bm25 or hybrid."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Documents folder (RAG_SEEDS_DIR)."),
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index folder (RAG_INDEX_DIR)."),
+    generator: GeneratorName = None,
+    top_k: TopK = None,
+    mode: Mode = None,
+    as_json: Json = False,
+    seeds: Seeds = None,
+    index_dir: IndexDir = None,
     corpus: Optional[Path] = typer.Option(
         None, "--corpus", help="A corpus.jsonl whose documents are written as <id>.txt and indexed "
         "(in ~/.cache/rag/eval/ unless --seeds/--index say where)."
@@ -80,7 +82,6 @@ def qa(
     ),
 ) -> None:
     """Ask a question set and score retrieval, citations, keywords, refusals and ROUGE-L."""
-    from rag.cli import _settings
     from rag.evaluation.qa import corpus_settings, evaluate_questions, load_questions, select
 
     settings = _settings(seeds_dir=seeds, index_dir=index_dir)
@@ -138,7 +139,7 @@ def beir(
     folder: Path = typer.Argument(..., help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv."),
     mode: str = typer.Option("dense", "--mode", "-m", help="dense, bm25 or hybrid."),
     split: str = typer.Option("test", "--split", help="Which qrels/SPLIT.tsv to score."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: Json = False,
     limit_queries: Optional[int] = typer.Option(None, "--limit-queries", help="Score only the first N queries."),
     cache: Optional[Path] = typer.Option(
         None, "--cache", help="Where the corpus files and index go (default ~/.cache/rag, or RAG_EVAL_CACHE)."

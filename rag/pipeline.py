@@ -1,123 +1,65 @@
-"""The public entry points: `Rag` (one per process), `ask()`, `ask_stream()`, index status."""
+"""The public entry points: `Rag` (one per process), `ask()`, `ask_stream()`.
+
+One question travels through the stages, each in a module named for its role:
+
+    retrieve (rag.retrieval) -> select (rag.selection) -> prompt (rag.prompting)
+      -> generate (rag.generation) -> assemble (rag.assembly) -> verify (rag.verification)
+
+`Rag` only ties them together and holds what is loaded once: the index handle, the embedder and
+the generators.
+"""
 
 from __future__ import annotations
 
-import queue
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from typing import Callable, TypedDict, Unpack
 
-from rag import generation, store
-from rag.citations import attribute, build_citations, correct_markers, parse_markers
+from rag import generation
+from rag.assembly import assemble
 from rag.config import Settings, load_settings
 from rag.conversation import condense
-from rag.embedding import Embedder, canonical_model_id, get_embedder
-from rag.errors import (
-    GeneratorError,
-    GeneratorUnavailableError,
-    IndexNotFoundError,
-    LoaderError,
-    QuestionError,
-    RagError,
-)
+from rag.embedding import Embedder, get_embedder
+from rag.errors import IndexNotFoundError, QuestionError, RagError
+from rag.excerpts import excerpts
 from rag.generation import Generator
-from rag.generation.base import GenerationRequest
-from rag.generation.extractive import ExtractiveGenerator
+from rag.generation.deadline import DeadlineGenerator
+from rag.generation.fallback import FallbackGenerator
+from rag.index_handle import IndexHandle
 from rag.indexer import build_index
-from rag.prompting import REFUSAL, SYSTEM_PROMPT, build_request, is_refusal
+from rag.prompting import build_request
+from rag.refusal import REFUSAL
 from rag.retrieval import Retriever
+from rag.selection import select
+from rag.store import read_manifest
 from rag.text import clean_question
-from rag.types import Answer, Hit, IndexReport, IndexStatus, Timings
+from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Timings
+from rag.verification import verify
 
 Turn = tuple[str, str]  # (user question, assistant answer)
 
 
-def _squash(text: str) -> str:
-    return " ".join(text.lower().split())
+class AskOptions(TypedDict, total=False):
+    """The options every way of asking takes (`Rag.ask`, `Rag.ask_stream`, `ask`, `ask_stream`)."""
 
-
-# The sentences of the prompt's rules (not its worked example, whose answer a model may rightly
-# imitate, nor the refusal it is told to give), long enough not to occur in an answer by chance.
-_PROMPT_SENTENCES = tuple(
-    sentence
-    for piece in re.split(r"(?<=[.:])\s+", re.sub(r"\n-\s*", "\n", SYSTEM_PROMPT.split("\nExample:")[0]))
-    if len(sentence := _squash(piece)) >= 24 and _squash(REFUSAL) not in sentence
-)
-
-
-def _repeats_instructions(text: str) -> bool:
-    """Whether an answer quotes the system prompt (a prompt-injection symptom)."""
-    answer = _squash(text)
-    return any(sentence in answer for sentence in _PROMPT_SENTENCES)
-
-
-class _DeadlineReached(Exception):
-    """The answer deadline passed while waiting for the backend's next piece."""
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-_DONE = object()
-
-
-def _until(pieces: Iterator[str], deadline: float) -> Iterator[str]:
-    """The backend's pieces, read in a worker thread so that waiting stops at the deadline.
-
-    Checking the clock between pieces is not enough: a backend can block for minutes without
-    producing one (a stalled socket, a server sending only keep-alives, retries with backoff, a
-    long prompt evaluation). The worker is told to stop and closes the backend's stream at its
-    next piece; a backend blocked in a read ends on its own timeout, in the background.
-    """
-    handoff: queue.Queue = queue.Queue()
-    cancel = threading.Event()
-
-    def run() -> None:
-        try:
-            for piece in pieces:
-                if cancel.is_set():
-                    break
-                handoff.put(piece)
-        except Exception as exc:  # handed to the reader, which raises it as if it ran here
-            handoff.put(_Failure(exc))
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 (nobody is left to tell)
-                    pass
-            handoff.put(_DONE)
-
-    threading.Thread(target=run, name="rag-generate", daemon=True).start()
-    try:
-        while True:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                raise _DeadlineReached
-            try:
-                item = handoff.get(timeout=remaining)
-            except queue.Empty:
-                raise _DeadlineReached from None
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        cancel.set()
+    generator: str | None  # a backend name, or "auto" (RAG_GENERATOR)
+    top_k: int | None  # passages to retrieve (RAG_TOP_K)
+    mode: str | None  # dense, bm25 or hybrid (RAG_RETRIEVAL_MODE)
+    history: Sequence[Turn]  # earlier (question, answer) turns, for follow-up questions
 
 
 class AnswerStream:
-    """Iterate for text pieces as they are generated; `.answer` holds the final Answer after."""
+    """Iterate for text pieces as they are generated; `result()` drains and returns the Answer.
 
-    def __init__(self, pieces: Iterator[str], finish) -> None:
+    `status` says what is happening before the first piece (for a page or a terminal to show).
+    """
+
+    def __init__(self, pieces: Iterator[str], finish: Callable[[str, RagError | None], Answer],
+                 *, status: str = "") -> None:
         self._pieces = pieces
         self._finish = finish
+        self.status = status
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -131,6 +73,14 @@ class AnswerStream:
             error = exc
         self.answer = self._finish("".join(collected), error)
 
+    def result(self) -> Answer:
+        """The final Answer, reading whatever has not been read yet."""
+        if self.answer is None:
+            for _ in self:
+                pass
+        assert self.answer is not None  # set by the loop above, or it raised
+        return self.answer
+
     def close(self) -> None:
         """Stop early (the user pressed stop); the answer keeps what arrived."""
         close = getattr(self._pieces, "close", None)
@@ -139,59 +89,22 @@ class AnswerStream:
 
 
 class Rag:
-    """The index, embedder and generators of one process, loaded once and reused.
-
-    The index is re-read when a rebuild swaps in a new build, so answers always come from one
-    complete build, never a half-written one.
-    """
+    """The index, embedder and generators of one process, loaded once and reused."""
 
     def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None) -> None:
         self.settings = settings or load_settings()
         self._embedder = embedder
         self._lock = threading.RLock()
-        self._loaded: tuple[str, Retriever] | None = None
         self._generators: dict[str, Generator] = {}
-        self._file_cache: dict[tuple[str, float], str | None] = {}
+        self.handle = IndexHandle(self.settings, lambda: self.embedder)
 
     # -- parts ---------------------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = get_embedder(self.settings.embedding_model)
-        return self._embedder
-
-    def index(self, *, force: bool = False, progress: bool = False, warn=None) -> IndexReport:
-        """Incremental rebuild of the index from the seeds folder."""
-        return build_index(
-            self.settings, force=force, embedder=self._embedder, progress=progress, warn=warn
-        )
-
-    def status(self) -> IndexStatus:
-        return index_status(self.settings)
-
-    def retriever(self) -> Retriever:
-        """The retriever over the build in use, reloading when a newer build was swapped in."""
-        index_dir = self.settings.index_dir
-        name = store.current_build_name(index_dir)
-        if name is None:
-            self.index()
-            name = store.current_build_name(index_dir)
-            if name is None:
-                raise IndexNotFoundError(f"no index in {index_dir}; run `rag index` to build it")
         with self._lock:
-            if self._loaded is None or self._loaded[0] != name:
-                loaded = store.load(index_dir)
-                wanted = self._embedder.model_id if self._embedder else canonical_model_id(
-                    self.settings.embedding_model
-                )
-                store.check_compatible(
-                    loaded.manifest,
-                    embedding_model=wanted,
-                    chunk_tokens=self.settings.chunk_tokens,
-                    chunk_overlap=self.settings.chunk_overlap,
-                )
-                self._loaded = (loaded.name, Retriever(loaded, self.embedder))
-            return self._loaded[1]
+            if self._embedder is None:
+                self._embedder = get_embedder(self.settings.embedding_model)
+            return self._embedder
 
     def generator(self, name: str | None = None) -> Generator:
         resolved = generation.resolve_name(name or self.settings.generator, self.settings)
@@ -202,6 +115,50 @@ class Rag:
 
     def available_generators(self) -> list[str]:
         return generation.available(self.settings)
+
+    # -- the index -----------------------------------------------------------------------------
+    def index(self, *, force: bool = False, progress: bool = False, warn=None) -> IndexReport:
+        """Incremental rebuild of the index from the seeds folder; answers switch to it at once."""
+        report = build_index(self.settings, force=force, embedder=self._embedder, progress=progress, warn=warn)
+        self.handle.refresh()
+        return report
+
+    def ensure_index(self, *, warn=None) -> IndexReport | None:
+        """Build the index when there is none yet (the first question of a new folder); None
+        when one exists. The only place an index is built without `index()` being called."""
+        if read_manifest(self.settings.index_dir) is not None:
+            return None
+        return self.index(warn=warn)
+
+    def status(self) -> IndexStatus:
+        return index_status(self.settings)
+
+    def watch(self, on_report, *, on_error=None, stop_event=None) -> None:
+        """Rebuild incrementally on every change in the seeds folder until stop_event is set.
+
+        Questions asked meanwhile are answered from the previous build until the new one is in.
+        """
+        from rag.indexer import watch
+
+        def reported(report: IndexReport) -> None:
+            self.handle.refresh()
+            on_report(report)
+
+        watch(self.settings, reported, on_error=on_error, stop_event=stop_event, embedder=self._embedder)
+
+    def retriever(self) -> Retriever:
+        return self.handle.retriever()
+
+    def indexed_sources(self) -> list[str]:
+        return self.handle.sources()
+
+    def read_document(self, source: str) -> str | None:
+        return self.handle.read_document(source)
+
+    def document_lines(self, source: str) -> list[str] | None:
+        """The lines of an indexed document (for showing a citation in context), else None."""
+        text = self.read_document(source)
+        return None if text is None else text.split("\n")
 
     # -- asking --------------------------------------------------------------------------------
     def check_question(self, question: str) -> str:
@@ -218,44 +175,32 @@ class Rag:
         return cleaned
 
     def retrieve(self, question: str, *, top_k: int | None = None, mode: str | None = None) -> list[Hit]:
+        """Retrieve stage: the passages that may answer, best first."""
         return self.retriever().search(
-            question,
-            top_k=top_k or self.settings.top_k,
-            mode=mode or self.settings.retrieval_mode,
+            question, top_k=top_k or self.settings.top_k, mode=mode or self.settings.retrieval_mode
         )
 
-    def ask(
-        self,
-        question: str,
-        *,
-        generator: str | None = None,
-        top_k: int | None = None,
-        mode: str | None = None,
-        history: Sequence[Turn] = (),
-    ) -> Answer:
-        """Answer a question from the documents, citing files and lines."""
-        stream = self.ask_stream(question, generator=generator, top_k=top_k, mode=mode, history=history)
-        for _ in stream:
-            pass
-        assert stream.answer is not None
-        return stream.answer
-
     def request_for(self, question: str, hits: list[Hit], gen: Generator) -> GenerationRequest:
-        """What `gen` is asked: the prompt over `hits`, fitted to its context window.
-
-        A model is also shown which sentences answer best (the extractive backend's picks): small
-        local models then quote the right names instead of the nearest ones.
-        """
-        wanted = self.settings.prompt_highlights and gen.name != ExtractiveGenerator.name
-        highlights = ExtractiveGenerator(self.embedder).key_sentences(question, hits) if wanted else []
+        """Select and prompt stages: what `gen` is asked, fitted to its context window."""
+        selection = select(question, hits, self.embedder)
+        passages, key, shown = hits, selection.key, self.settings.prompt_highlights
+        if self.settings.prompt_context == "windowed" and selection.ranked:
+            budget = self.settings.prompt_budget_tokens
+            passages, key = excerpts(selection, hits, budget=budget, neighbours=self.settings.prompt_window)
+            shown = False  # the excerpts are the best sentences already
         return build_request(
             question,
-            hits,
+            passages,
             context_tokens=gen.context_tokens,
             max_tokens=self.settings.llm_max_tokens,
             temperature=self.settings.llm_temperature,
-            highlights=highlights,
+            highlights=key,
+            show_highlights=shown,
         )
+
+    def ask(self, question: str, **options: Unpack[AskOptions]) -> Answer:
+        """Answer a question from the documents, citing files and lines (options: AskOptions)."""
+        return self.ask_stream(question, **options).result()
 
     def ask_stream(
         self,
@@ -270,162 +215,71 @@ class Rag:
         started = time.perf_counter()
         question = self.check_question(question)
         mode = mode or self.settings.retrieval_mode
+        if not self.handle.loaded:
+            self.ensure_index()  # the very first question on an empty folder builds the index once
         standalone = condense(question, history) if history else question
         hits = self.retrieve(standalone, top_k=top_k, mode=mode)
         retrieved = time.perf_counter()
-        relevant = bool(hits) and max((h.dense_score or 0.0) for h in hits) >= self.settings.relevance_floor
-
-        gen = self.generator(generator)
-        if not relevant:
+        draft = Draft(question=question, standalone=standalone, raw="", passages=[], hits=hits,
+                      generator="", mode=mode)
+        primary = self.generator(generator)
+        if not hits or max((h.dense_score or 0.0) for h in hits) < self.settings.relevance_floor:
             # Nothing relevant enough: refuse without spending a model call.
-            def finish_refusal(_text: str, _error: RagError | None) -> Answer:
-                return Answer(
-                    question=question,
-                    text=REFUSAL,
-                    passages=hits,
-                    refused=True,
-                    generator=gen.name,
-                    mode=mode,
-                    standalone_question=standalone if standalone != question else None,
-                    timings=Timings(retrieve=retrieved - started, total=time.perf_counter() - started),
-                )
+            refusal = draft.model_copy(update={
+                "raw": REFUSAL, "generator": primary.name,
+                "timings": Timings(retrieve=retrieved - started, total=time.perf_counter() - started),
+            })
+            return AnswerStream(iter([REFUSAL]), lambda _raw, _error: self._finish(refusal))
+        return self._generate(draft, primary, started, retrieved)
 
-            return AnswerStream(iter([REFUSAL]), finish_refusal)
-
-        request = self.request_for(standalone, hits, gen)
+    def _generate(self, draft: Draft, primary: Generator, started: float, retrieved: float) -> AnswerStream:
+        """Generate stage (primary bounded by the answer deadline, the extractive backend behind
+        it), then assemble and verify when the stream ends."""
+        request = self.request_for(draft.standalone, draft.hits, primary)
+        limit = f"{self.settings.answer_deadline:g}s (RAG_ANSWER_DEADLINE)"
+        bounded = DeadlineGenerator(primary, started + self.settings.answer_deadline, label=limit)
+        extractive = self.generator("extractive")
+        gen = bounded if primary is extractive else FallbackGenerator(bounded, extractive)
         first_token: list[float] = []
-        deadline = started + self.settings.answer_deadline
-        notes: list[str] = []
 
         def pieces() -> Iterator[str]:
-            bounded = _until(gen.stream(request), deadline)
-            try:
-                for piece in bounded:
-                    if not first_token:
-                        first_token.append(time.perf_counter())
-                    yield piece
-            except _DeadlineReached:
-                limit = f"{self.settings.answer_deadline:g}s (RAG_ANSWER_DEADLINE)"
+            for piece in gen.stream(request):
                 if not first_token:
-                    # Nothing arrived in time: an error, so finish() answers extractively instead.
-                    raise GeneratorError(f"{gen.name} gave no answer within {limit}") from None
-                notes.append(f"the answer was cut off after {limit}")
-            finally:
-                bounded.close()  # stopped early (AnswerStream.close): tell the worker to stop
+                    first_token.append(time.perf_counter())
+                yield piece
 
         def finish(raw: str, error: RagError | None) -> Answer:
             done = time.perf_counter()
-            used = gen.name
+            notes = [n for n in (getattr(gen, "reason", None), bounded.note) if n]
             if error is not None:
                 if not raw.strip():
-                    if isinstance(error, (GeneratorError, GeneratorUnavailableError)) and used != "extractive":
-                        # The model failed before saying anything: fall back to extractive.
-                        fallback = self.generator("extractive")
-                        raw = "".join(fallback.stream(request))
-                        notes.append(f"{used} failed ({error}); answered extractively instead")
-                        used = f"extractive (fallback from {gen.name})"
-                    else:
-                        raise error
-                else:
-                    notes.append(f"the answer is incomplete: {error}")
-            return self._assemble(
-                question, standalone, raw, request.passages, hits, used, mode, notes,
-                Timings(
-                    retrieve=retrieved - started,
-                    generate=done - retrieved,
-                    total=done - started,
+                    raise error
+                notes.append(f"the answer is incomplete: {error}")
+            return self._finish(draft.model_copy(update={
+                "raw": raw,
+                "passages": request.passages,
+                "generator": getattr(gen, "label", gen.name),
+                "trust_markers": getattr(gen, "trusted_markers", False),
+                "notes": notes,
+                "timings": Timings(
+                    retrieve=retrieved - started, generate=done - retrieved, total=done - started,
                     first_token=(first_token[0] - started) if first_token else None,
                 ),
-            )
+            }))
 
-        return AnswerStream(pieces(), finish)
+        sources = len({h.chunk.source for h in request.passages})
+        status = f"reading {len(request.passages)} passages from {sources} file{'s' * (sources != 1)}"
+        return AnswerStream(pieces(), finish, status=status)
 
-    def _assemble(
-        self,
-        question: str,
-        standalone: str,
-        raw: str,
-        numbered: list[Hit],
-        hits: list[Hit],
-        used: str,
-        mode: str,
-        notes: list[str],
-        timings: Timings,
-    ) -> Answer:
-        text, markers = parse_markers(raw, len(numbered))
-        refused = is_refusal(text) or not text.strip()
-        if not refused and _repeats_instructions(text):
-            # A passage or question talked the model into reciting its instructions: withhold.
-            notes.append("the answer repeated the system instructions and was withheld")
-            refused = True
-        if refused:
-            text, markers = REFUSAL, []
-        elif not markers:
-            text, markers = parse_markers(attribute(text, numbered, self.embedder), len(numbered))
-        elif used != "extractive":  # extractive markers are the sentences' own passages
-            text, markers = parse_markers(correct_markers(text, numbered, self.embedder), len(numbered))
-        citations = build_citations(text, markers, numbered, self.read_document)
-        return Answer(
-            question=question,
-            text=text,
-            citations=citations,
-            passages=hits,
-            refused=refused,
-            generator=used,
-            mode=mode,
-            standalone_question=standalone if standalone != question else None,
-            fallback_reason="; ".join(notes) or None,
-            timings=timings,
-        )
-
-    def watch(self, on_report, *, on_error=None, stop_event=None) -> None:
-        """Rebuild incrementally on every change in the seeds folder until stop_event is set.
-
-        Questions asked meanwhile are answered from the previous build until the new one is in.
-        """
-        from rag.indexer import watch
-
-        watch(self.settings, on_report, on_error=on_error, stop_event=stop_event, embedder=self._embedder)
-
-    def document_lines(self, source: str) -> list[str] | None:
-        """The lines of an indexed document (for showing a citation in context), else None."""
-        text = self.read_document(source)
-        return None if text is None else text.split("\n")
-
-    # -- documents -----------------------------------------------------------------------------
-    def indexed_sources(self) -> list[str]:
-        return sorted(self.retriever().index.manifest.documents)
-
-    def read_document(self, source: str) -> str | None:
-        """The text of an indexed document, or None if it is not in the index or unreadable.
-
-        Only paths the index knows are opened: a path from a client never reaches the disk as is.
-        """
-        try:
-            known = self.retriever().index.manifest.documents
-        except RagError:
-            return None
-        if source not in known:
-            return None
-        root = self.settings.seeds_dir.resolve()
-        path = (root / source).resolve()
-        try:
-            key = (source, path.stat().st_mtime)
-        except OSError:
-            return None
-        if key not in self._file_cache:
-            from rag.loaders import document_text
-
-            try:
-                self._file_cache[key] = document_text(root, source)
-            except LoaderError:
-                self._file_cache[key] = None
-        return self._file_cache[key]
+    def _finish(self, draft: Draft) -> Answer:
+        """Assemble and verify stages."""
+        answer = assemble(draft, read_document=self.read_document, embedder=self.embedder)
+        return verify(answer)
 
 
 def index_status(settings: Settings) -> IndexStatus:
     """What the manifest of the index in use says."""
-    manifest = store.read_manifest(settings.index_dir)
+    manifest = read_manifest(settings.index_dir)
     if manifest is None:
         raise IndexNotFoundError(f"no index in {settings.index_dir}; run `rag index` to build it")
     return IndexStatus(
@@ -446,31 +300,22 @@ _default_lock = threading.Lock()
 
 
 def default_rag() -> Rag:
-    """The process-wide Rag built from the environment, created on first use."""
+    """The process-wide Rag built from the environment; its index is built on first use if
+    there is none yet (the one place that builds without being asked: `ask()` just works)."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = Rag()
+            rag = Rag()
+            rag.ensure_index()
+            _default = rag
         return _default
 
 
-def ask(
-    question: str,
-    *,
-    generator: str | None = None,
-    top_k: int | None = None,
-    mode: str | None = None,
-) -> Answer:
-    """Answer a question from the documents in RAG_SEEDS_DIR (building the index if needed)."""
-    return default_rag().ask(question, generator=generator, top_k=top_k, mode=mode)
+def ask(question: str, **options: Unpack[AskOptions]) -> Answer:
+    """Answer a question from the documents in RAG_SEEDS_DIR (options: AskOptions)."""
+    return default_rag().ask(question, **options)
 
 
-def ask_stream(
-    question: str,
-    *,
-    generator: str | None = None,
-    top_k: int | None = None,
-    mode: str | None = None,
-) -> AnswerStream:
-    """Streaming ask(): iterate for text pieces; `.answer` holds the Answer afterwards."""
-    return default_rag().ask_stream(question, generator=generator, top_k=top_k, mode=mode)
+def ask_stream(question: str, **options: Unpack[AskOptions]) -> AnswerStream:
+    """Streaming ask(): iterate for text pieces; `result()` gives the Answer (options: AskOptions)."""
+    return default_rag().ask_stream(question, **options)

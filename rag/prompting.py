@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rag.chunking import count_tokens
-from rag.generation.base import GenerationRequest, Message
-from rag.types import Hit
+from rag.refusal import REFUSAL, is_refusal
+from rag.types import GenerationRequest, Highlight, Hit, Message
 
-REFUSAL = "I could not find this in the documents."
+__all__ = ["REFUSAL", "SYSTEM_PROMPT", "build_request", "is_refusal", "user_message"]
 
 SYSTEM_PROMPT = f"""You answer questions using only the numbered passages the user gives you.
 Rules:
@@ -35,11 +35,11 @@ def format_passage(number: int, hit: Hit) -> str:
     return f"Passage [{number}] ({where}):\n{c.text}"
 
 
-def user_message(question: str, passages: list[Hit], highlights: Sequence[tuple[int, str]] = ()) -> str:
+def user_message(question: str, passages: list[Hit], highlights: Sequence[Highlight] = ()) -> str:
     """The passages, then the sentences of them that best match the question (so a small model
     looks where the answer is; only those of passages still in the prompt), then the question."""
     body = "\n\n".join(format_passage(i, h) for i, h in enumerate(passages, start=1))
-    kept = " ".join(f"{sentence} [{n}]" for n, sentence in highlights if 1 <= n <= len(passages))
+    kept = " ".join(f"{h.sentence} [{h.marker}]" for h in highlights if 1 <= h.marker <= len(passages))
     key = f"Most relevant sentences: {kept}\n\n" if kept else ""
     return (
         f"{body}\n\n{key}"
@@ -55,29 +55,35 @@ def build_request(
     context_tokens: int,
     max_tokens: int,
     temperature: float = 0.1,
-    highlights: Sequence[tuple[int, str]] = (),
+    highlights: list[Highlight] | None = None,
+    show_highlights: bool = True,
 ) -> GenerationRequest:
     """The request for the generator, dropping the lowest-ranked passages until it fits the window.
 
     If even the best passage alone is too long, its text is cut to fit (and highlights dropped).
-    `highlights` are (passage number, sentence) pairs, best first, shown after the passages.
+    `highlights` are the select stage's key sentences, best first, shown after the passages when
+    `show_highlights`; they travel with the request either way (the extractive backend quotes them).
     """
+    shown: Sequence[Highlight] = (highlights or []) if show_highlights else []
     budget = context_tokens - max_tokens - TEMPLATE_OVERHEAD - count_tokens(SYSTEM_PROMPT)
     passages = list(hits)
-    while passages and count_tokens(user_message(question, passages, highlights)) > budget:
+    while passages and count_tokens(user_message(question, passages, shown)) > budget:
         if len(passages) == 1:
-            highlights = ()
+            shown, highlights = (), None  # the cut passage may have lost them: select again
             passages = [_truncate(question, passages[0], budget)]
             break
         passages.pop()
+    if highlights is not None and any(h.marker > len(passages) for h in highlights):
+        highlights = None  # some pointed at dropped passages: the extractive backend selects again
     messages = [
         Message(role="system", content=SYSTEM_PROMPT),
-        Message(role="user", content=user_message(question, passages, highlights)),
+        Message(role="user", content=user_message(question, passages, shown)),
     ]
     return GenerationRequest(
         question=question,
         passages=passages,
         messages=messages,
+        highlights=highlights,
         max_tokens=max_tokens,
         temperature=temperature,
     )
@@ -107,11 +113,3 @@ def _truncate(question: str, hit: Hit, budget: int) -> Hit:
         }
     )
     return hit.model_copy(update={"chunk": chunk})
-
-
-def is_refusal(text: str) -> bool:
-    """Whether a model's answer is (essentially) the refusal sentence."""
-    norm = " ".join(text.lower().split())
-    return "could not find this in the documents" in norm or norm.startswith(
-        ("i could not find", "i couldn't find", "i cannot find", "the passages do not")
-    )

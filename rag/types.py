@@ -57,6 +57,43 @@ class Hit(Frozen):
     rank: int
 
 
+class Highlight(Frozen):
+    """A sentence of a numbered passage that answers the question well (the select stage's output).
+
+    `start`/`end` are character offsets inside the passage's chunk text, so a window around the
+    sentence stays a verbatim slice of the file.
+    """
+
+    marker: int  # 1-based passage number
+    sentence: str  # whitespace-collapsed text, as shown to a model or quoted in an answer
+    start: int
+    end: int
+    score: float
+
+
+class Selection(Frozen):
+    """The select stage's output: every candidate sentence ranked, and the few that answer."""
+
+    ranked: list[Highlight] = Field(default_factory=list)  # best first
+    key: list[Highlight] = Field(default_factory=list)  # what the extractive answer quotes
+
+
+class Message(Frozen):
+    role: str
+    content: str
+
+
+class GenerationRequest(Frozen):
+    """The question, the numbered passages ([1] is passages[0]) and the prompt built from them."""
+
+    question: str
+    passages: list[Hit]
+    messages: list[Message]
+    highlights: list[Highlight] | None = None  # the key sentences; None when not selected
+    max_tokens: int = 384
+    temperature: float = 0.1
+
+
 class Citation(Frozen):
     """One `[n]` marker of an answer resolved to verified lines of a file."""
 
@@ -75,6 +112,21 @@ class Timings(Frozen):
     generate: float = 0.0
     total: float = 0.0
     first_token: float | None = None
+
+
+class Draft(Frozen):
+    """What the generate stage hands to the assemble stage: the raw text and where it came from."""
+
+    question: str
+    standalone: str  # the question rewritten to stand alone (the same text without history)
+    raw: str  # the generator's text with its [n] markers
+    passages: list[Hit]  # what [n] refers to: passages[n - 1]
+    hits: list[Hit]  # what retrieval found (shown as sources)
+    generator: str  # who answered, e.g. "llamacpp" or "extractive (fallback from llamacpp)"
+    trust_markers: bool = False  # markers placed by the passages themselves, not by a model
+    mode: str = "hybrid"
+    notes: list[str] = Field(default_factory=list)
+    timings: Timings = Field(default_factory=Timings)
 
 
 class Answer(Frozen):

@@ -63,7 +63,7 @@ def register_scripted(generator: ScriptedGenerator, name: str = "scripted") -> S
 
 
 def unregister(name: str) -> None:
-    generation._REGISTRY.pop(name, None)  # noqa: SLF001 (the registry has no public removal)
+    generation.unregister(name)
 
 
 @pytest.fixture

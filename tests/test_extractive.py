@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from rag.generation.base import GenerationRequest
-from rag.generation.extractive import ExtractiveGenerator, is_heading
+from rag.generation.extractive import ExtractiveGenerator
+from rag.selection import is_heading
 from rag.prompting import REFUSAL
 from rag.types import Chunk, Hit
 

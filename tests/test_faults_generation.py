@@ -234,7 +234,7 @@ def test_a_server_that_sends_nothing_usable_cannot_hold_an_answer_past_the_deadl
     assert answer.citations and answer.citations[0].verified
 
 
-def test_the_deadline_holds_for_any_backend_that_blocks(corpus, monkeypatch):
+def test_the_deadline_holds_for_any_backend_that_blocks(corpus, request):
     """A backend blocked inside its own code (a local model evaluating a huge prompt) is not
     waited for past the deadline either; it is stopped at its next piece."""
     from rag import generation
@@ -255,7 +255,8 @@ def test_the_deadline_holds_for_any_backend_that_blocks(corpus, monkeypatch):
             finally:
                 stopped.set()
 
-    monkeypatch.setitem(generation._REGISTRY, "blocking", lambda settings, embedder: Blocking())  # noqa: SLF001
+    generation.register("blocking", lambda settings, embedder: Blocking())
+    request.addfinalizer(lambda: generation.unregister("blocking"))
     try:
         rag = ready_rag(settings_for(corpus, generator="blocking", answer_deadline=DEADLINE))
         started = time.monotonic()

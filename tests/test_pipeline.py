@@ -30,7 +30,14 @@ def settings(make_settings, in_tmp):
 
 @pytest.fixture
 def r(settings) -> Rag:
-    return Rag(settings)
+    rag = Rag(settings)
+    rag.index()
+    return rag
+
+
+def indexed(rag: Rag) -> Rag:
+    rag.index()
+    return rag
 
 
 def file_lines(source: str, start: int, end: int) -> str:
@@ -139,7 +146,7 @@ def test_off_topic_question_is_refused_without_a_model_call(r, scripted):
 
 def test_relevance_floor_decides(make_settings, in_tmp, scripted):
     write_corpus(in_tmp / "seeds")
-    strict = Rag(make_settings(chunk_tokens=24, chunk_overlap=0, generator="scripted", relevance_floor=0.99))
+    strict = indexed(Rag(make_settings(chunk_tokens=24, chunk_overlap=0, generator="scripted", relevance_floor=0.99)))
     assert strict.ask(DANUBE).refused
     assert scripted.calls == 0
 
@@ -270,7 +277,7 @@ def test_auto_falls_back_to_extractive_and_the_answer_says_so(make_settings, in_
     write_corpus(in_tmp / "seeds")
     s = make_settings(chunk_tokens=24, chunk_overlap=0, generator="auto", llm_model_path=in_tmp / "missing.gguf")
     assert generation.resolve_name("auto", s) == "extractive"
-    answer = Rag(s).ask(DANUBE)
+    answer = indexed(Rag(s)).ask(DANUBE)
     assert answer.generator == "extractive"
     # no llama_cpp importable: extractive too, even with a model file present
     monkeypatch.setattr(generation, "_llama_importable", lambda: False)
@@ -283,7 +290,7 @@ def test_an_unreachable_openai_endpoint_falls_back_with_a_reason(make_settings, 
         chunk_tokens=24, chunk_overlap=0, generator="auto",
         openai_base_url=f"http://127.0.0.1:{free_port}/v1", openai_retries=0, openai_timeout=5,
     )
-    answer = Rag(s).ask(DANUBE)
+    answer = indexed(Rag(s)).ask(DANUBE)
     assert answer.generator == "extractive (fallback from openai)"
     assert "cannot reach" in answer.fallback_reason
     assert answer.citations and answer.citations[0].verified
@@ -375,7 +382,7 @@ def test_a_follow_up_carries_only_the_previous_subject_words():
 
 def test_highlights_can_be_turned_off(make_settings, in_tmp, scripted):
     write_corpus(in_tmp / "seeds")
-    plain = Rag(make_settings(chunk_tokens=24, chunk_overlap=0, generator="scripted", prompt_highlights=False))
+    plain = indexed(Rag(make_settings(chunk_tokens=24, chunk_overlap=0, generator="scripted", prompt_highlights=False)))
     scripted.enqueue("Katla last erupted in 1918 [1].")
     plain.ask(KATLA)
     [request] = scripted.requests

@@ -14,7 +14,7 @@ from rag.prompting import (
     is_refusal,
     user_message,
 )
-from rag.types import Chunk, Hit
+from rag.types import Chunk, Highlight, Hit
 
 QUESTION = "What happened to the glaciers?"
 
@@ -137,11 +137,15 @@ def test_is_refusal(text, refused):
     assert is_refusal(text) is refused
 
 
+def hl(marker: int, sentence: str) -> Highlight:
+    return Highlight(marker=marker, sentence=sentence, start=0, end=len(sentence), score=1.0)
+
+
 def test_highlights_sit_between_the_passages_and_the_question():
     files = {f"g{n}.txt": passage_file(n) for n in (1, 2)}
     hits = [make_hit("g1.txt", files["g1.txt"], 1), make_hit("g2.txt", files["g2.txt"], 2)]
     highlight = "Glacier 2 line 4: the ice retreated 12 metres that year."
-    request = build_request(QUESTION, hits, context_tokens=8192, max_tokens=100, highlights=[(2, highlight)])
+    request = build_request(QUESTION, hits, context_tokens=8192, max_tokens=100, highlights=[hl(2, highlight)])
     user = request.messages[1].content
     key = user.index(f"Most relevant sentences: {highlight} [2]")
     assert user.index("Passage [2]") < key < user.rindex(f"Question: {QUESTION}")
@@ -152,12 +156,12 @@ def test_highlights_sit_between_the_passages_and_the_question():
 def test_highlights_of_a_dropped_passage_go_with_it():
     files = {f"g{n}.txt": passage_file(n) for n in (1, 2)}
     hits = [make_hit("g1.txt", files["g1.txt"], 1), make_hit("g2.txt", files["g2.txt"], 2)]
-    highlights = [(1, "Glacier 1 line 2: the ice retreated 6 metres that year."),
-                  (2, "Glacier 2 line 4: the ice retreated 12 metres that year.")]
+    highlights = [hl(1, "Glacier 1 line 2: the ice retreated 6 metres that year."),
+                  hl(2, "Glacier 2 line 4: the ice retreated 12 metres that year.")]
     # room for passage 1 and its highlight, not for passage 2
     window = count_tokens(user_message(QUESTION, hits[:1], highlights)) + 100 + TEMPLATE_OVERHEAD + count_tokens(SYSTEM_PROMPT)
     request = build_request(QUESTION, hits, context_tokens=window, max_tokens=100, highlights=highlights)
     user = request.messages[1].content
     assert request.passages == hits[:1]
-    assert highlights[0][1] in user and highlights[1][1] not in user
+    assert highlights[0].sentence in user and highlights[1].sentence not in user
     assert count_tokens(user) + 100 + TEMPLATE_OVERHEAD + count_tokens(SYSTEM_PROMPT) <= window

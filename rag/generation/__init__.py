@@ -19,6 +19,11 @@ def register(name: str, factory: Factory) -> None:
     _REGISTRY[name] = factory
 
 
+def unregister(name: str) -> None:
+    """Remove a backend registered under `name` (a plug-in unloading, or a test cleaning up)."""
+    _REGISTRY.pop(name, None)
+
+
 def names() -> list[str]:
     return [AUTO, *sorted(_REGISTRY)]
 
@@ -94,6 +99,7 @@ __all__ = [
     "Message",
     "GeneratorUnavailableError",
     "register",
+    "unregister",
     "names",
     "create",
     "available",

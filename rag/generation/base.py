@@ -1,35 +1,23 @@
-"""The Generator protocol and the request every backend receives."""
+"""The Generator protocol; the request every backend receives is `rag.types.GenerationRequest`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from rag.types import GenerationRequest, Message
 
-from rag.types import Hit
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    role: str
-    content: str
-
-
-class GenerationRequest(BaseModel):
-    """The question, the numbered passages ([1] is passages[0]) and the prompt built from them."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    question: str
-    passages: list[Hit]
-    messages: list[Message]
-    max_tokens: int = 384
-    temperature: float = 0.1
+__all__ = ["Generator", "GenerationRequest", "Message"]
 
 
 @runtime_checkable
 class Generator(Protocol):
-    """Writes an answer from a request, streaming text pieces as they are produced."""
+    """Writes an answer from a request, streaming text pieces as they are produced.
+
+    A backend may also set `trusted_markers = True` when its markers are the passages' own (the
+    extractive backend quotes sentences and marks each with its passage), so the assemble stage
+    does not second-guess them.
+    """
 
     name: str
     context_tokens: int  # how much prompt plus answer the backend can take

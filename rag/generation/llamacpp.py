@@ -11,8 +11,8 @@ import numpy as np
 
 from rag.config import Settings
 from rag.errors import GeneratorError, GeneratorUnavailableError
-from rag.generation.base import GenerationRequest
-from rag.prompting import REFUSAL
+from rag.types import GenerationRequest
+from rag.refusal import REFUSAL
 
 # Sampling starts from the same seed on every call: the same question and passages get the same answer.
 SEED = 1234

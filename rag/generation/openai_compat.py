@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from rag.config import Settings
 from rag.errors import ConfigError, GeneratorError, GeneratorUnavailableError
-from rag.generation.base import GenerationRequest
+from rag.types import GenerationRequest
 
 
 class OpenAIGenerator:
