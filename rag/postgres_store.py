@@ -513,6 +513,7 @@ class PostgresStore:
         return [(cid, float(score)) for cid, score in rows]
 
     def lexical_search(self, query: str, k: int) -> list[tuple[str, float]]:
+        query = _plain(query)
         if k <= 0 or not query.strip():
             return []
         rows = self._run(
@@ -533,7 +534,7 @@ class PostgresStore:
         query_sql = self._vector_sql(_HYBRID_SQL, columns=", ".join(f"c.{c}" for c in _CHUNK_COLUMNS.split(", ")))
         rows = self._run(
             query_sql,
-            {"vec": self._query_vector(vector), "text": query, "depth": depth, "rrf": RRF_K, "k": int(k)},
+            {"vec": self._query_vector(vector), "text": _plain(query), "depth": depth, "rrf": RRF_K, "k": int(k)},
             ef_search=depth,
         )
         return [
@@ -865,6 +866,11 @@ class PostgresStore:
         if self._building and self._writer is not None:
             self._writer.rollback()
         self._building = False
+
+
+def _plain(query: str) -> str:
+    """The query as PostgreSQL text can hold it (no NUL characters)."""
+    return query.replace("\x00", " ")
 
 
 def _half(vec: np.ndarray) -> Any:

@@ -40,6 +40,8 @@ class Retriever:
             raise ConfigError(f"RAG_RETRIEVAL_MODE: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         depth = max(top_k * 4, 20)
         qvec = self.embedder.embed([query])[0]
+        if mode == "hybrid" and hasattr(self.store, "hybrid_search"):  # one round trip (PostgreSQL)
+            return _dedupe(self.store.hybrid_search(qvec, query, depth), top_k)
         dense = self.store.search(qvec, depth) if mode in ("dense", "hybrid") else []
         lexical = self.store.lexical_search(query, depth) if mode in ("bm25", "hybrid") else []
         ranked = _fuse(dense, lexical, mode)
