@@ -1,4 +1,5 @@
-"""Incremental builds: exact counts of what is re-embedded, reuse of vectors, full rebuilds."""
+"""Incremental builds: exact counts of what is re-embedded, reuse of vectors, full rebuilds, the
+plan, and builds through another store."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from rag import store
 from rag.embedding import HashingEmbedder
-from rag.errors import IndexMismatchError
-from rag.indexer import build_index
+from rag.errors import IndexMismatchError, IndexNotFoundError
+from rag.indexer import Scan, ScannedFile, build_index, plan_build
 
 
 def _chunk_counts(index_dir: Path) -> dict[str, int]:
@@ -229,3 +231,155 @@ def test_empty_seeds_folder_gives_empty_index(make_settings, seeds_copy, countin
     assert report.wrote and report.chunks == 0 and len(report.removed) == 5
     loaded = store.load(settings.index_dir)
     assert loaded.chunks == [] and loaded.manifest.documents == {}
+
+
+def test_rows_follow_the_manifest_after_incremental_builds(make_settings, seeds_copy) -> None:
+    """A build's rows are in document order however it was reached, so ties rank alike."""
+    settings = make_settings()
+    build_index(settings)
+    (seeds_copy / "000_2cc7a2ca98addbf3.txt").write_text("Replaced text. Nothing else.\n", encoding="utf-8")
+    (seeds_copy / "a_first.txt").write_text("Sorted first. New file.\n", encoding="utf-8")
+    build_index(settings)
+    loaded = store.load(settings.index_dir)
+    assert [c.id for c in loaded.chunks] == [
+        cid for entry in loaded.manifest.documents.values() for cid in entry.chunk_ids
+    ]
+
+
+# -- the plan ------------------------------------------------------------------------------------
+def _scan(files: dict[str, str], unreadable: tuple[str, ...] = ()) -> Scan:
+    from rag.loaders import SourceFile, content_hash
+
+    return Scan(
+        files={rel: ScannedFile(source=SourceFile(rel, Path(rel)), data=t.encode(), digest=content_hash(t.encode()))
+               for rel, t in files.items()},
+        unreadable={rel: f"{rel}: permission denied" for rel in unreadable},
+    )
+
+
+def _manifest(files: dict[str, str]):
+    from rag.loaders import content_hash
+    from rag.types import DocumentEntry, Manifest
+
+    return Manifest(
+        schema_version=store.SCHEMA_VERSION, embedding_model="hashing-256", dimension=256,
+        max_model_tokens=256, chunk_tokens=180, chunk_overlap=30, tokenizer="cl100k_base",
+        documents={rel: DocumentEntry(path=rel, content_hash=content_hash(t.encode()), chunk_ids=[f"{rel}#0"],
+                                      kind="txt") for rel, t in files.items()},
+        chunk_count=len(files), library_versions={}, built_at="2024-01-01T00:00:00Z", build_seconds=1.0, files={},
+    )
+
+
+def test_the_plan_sorts_every_file_into_one_outcome_and_is_frozen() -> None:
+    previous = _manifest({"same.txt": "a", "edited.txt": "b", "gone.txt": "c", "locked.txt": "d"})
+    scan = _scan({"same.txt": "a", "edited.txt": "B", "new.txt": "e"}, unreadable=("locked.txt", "locked-new.txt"))
+    plan = plan_build(scan, previous, None)
+    assert (plan.added, plan.changed, plan.removed, plan.unchanged) == (
+        ("new.txt",), ("edited.txt",), ("gone.txt",), ("same.txt",))
+    assert plan.kept_unreadable == ("locked.txt",) and plan.discarded == ()
+    assert plan.reuse and plan.has_work
+    assert plan.to_delete == ["edited.txt", "gone.txt"] and plan.to_embed == ["edited.txt", "new.txt"]
+    with pytest.raises(ValidationError):
+        plan.added = ()  # type: ignore[misc]
+
+    nothing = plan_build(_scan({"same.txt": "a"}), _manifest({"same.txt": "a"}), None)
+    assert not nothing.has_work and nothing.unchanged == ("same.txt",)
+
+
+def test_a_full_rebuild_plan_discards_the_whole_previous_build() -> None:
+    previous = _manifest({"same.txt": "a", "gone.txt": "c"})
+    plan = plan_build(_scan({"same.txt": "a", "new.txt": "e"}), previous, "--force was given")
+    assert plan.added == ("new.txt", "same.txt") and plan.changed == plan.removed == plan.unchanged == ()
+    assert plan.discarded == ("gone.txt", "same.txt") and plan.to_delete == ["gone.txt", "same.txt"]
+    assert not plan.reuse and plan.full_rebuild_reason == "--force was given"
+    first = plan_build(_scan({}), None, None)
+    assert first.has_work  # the first build writes even an empty index
+
+
+# -- the indexer writes through the store protocol only ---------------------------------------------
+class RecordingStore:
+    """A WritableStore kept in a dict, recording what the indexer asks of it; it cannot be searched,
+    so a build that read from the store other than through manifest() would fail here."""
+
+    kind = "memory"
+
+    def __init__(self, place: dict) -> None:
+        self.place = place
+        self.pending = dict(place.get("chunks", {}))
+
+    def manifest(self):
+        if "manifest" not in self.place:
+            raise IndexNotFoundError("nothing committed")
+        return self.place["manifest"]
+
+    def delete_documents(self, sources) -> int:
+        sources = sorted(set(sources))
+        self.place["calls"].append(("delete", sources))
+        gone = [cid for cid, (chunk, _) in self.pending.items() if chunk.source in sources]
+        for cid in gone:
+            del self.pending[cid]
+        return len(gone)
+
+    def add(self, chunks, vectors) -> None:
+        self.place["calls"].append(("add", len(chunks)))
+        assert len(vectors) == len(chunks)
+        self.pending.update({c.id: (c, v) for c, v in zip(chunks, vectors)})
+
+    def commit(self, manifest_fields: dict):
+        from datetime import datetime, timezone
+
+        from rag.types import Manifest
+
+        fields = dict(manifest_fields)
+        seconds = fields.pop("seconds")
+        listed = {cid for e in fields["documents"].values() for cid in e.chunk_ids}
+        assert listed == set(self.pending)
+        manifest = Manifest(schema_version=store.SCHEMA_VERSION, chunk_count=len(self.pending),
+                            built_at=datetime.now(timezone.utc), build_seconds=seconds, files={}, **fields)
+        self.place.update(manifest=manifest, chunks=dict(self.pending))
+        self.place["calls"].append(("commit", len(self.pending)))
+        return manifest
+
+
+def test_another_store_gets_the_same_incremental_builds(make_settings, seeds_copy, monkeypatch) -> None:
+    place: dict = {"calls": []}
+    monkeypatch.setattr("rag.indexer.open_store", lambda settings, writable=False: RecordingStore(place))
+    settings = make_settings()
+    first = build_index(settings)
+    assert place["calls"] == [("delete", []), ("add", first.chunks), ("commit", first.chunks)]
+    assert not (settings.index_dir / store.BUILDS).exists()  # nothing went to the FAISS folders
+
+    place["calls"].clear()
+    changed, gone = "001_508b4d799a7d30db.txt", "004_6cce297e4ca185f7.txt"
+    (seeds_copy / changed).write_text("Completely rewritten. Two sentences.\n", encoding="utf-8")
+    (seeds_copy / gone).unlink()
+    report = build_index(settings)
+    assert (report.changed, report.removed) == ([changed], [gone])
+    assert place["calls"] == [("delete", [changed, gone]), ("add", 1), ("commit", report.chunks)]
+    assert set(place["manifest"].documents) == {p.name for p in seeds_copy.iterdir()}
+
+    place["calls"].clear()
+    assert build_index(settings).wrote is False and place["calls"] == []
+
+
+# -- approximate FAISS indexes through the indexer ---------------------------------------------------
+def test_a_corpus_over_the_flat_limit_gets_an_hnsw_index_that_answers(make_settings, seeds_copy) -> None:
+    from rag.embedding import HashingEmbedder
+    from rag.retrieval import Retriever
+
+    settings = make_settings(faiss_flat_max=5, chunk_tokens=24, chunk_overlap=0)
+    report = build_index(settings)
+    assert report.chunks > 5
+    loaded = store.load(settings.index_dir)
+    manifest = loaded.manifest
+    assert manifest.index_kind == "hnsw"
+    assert set(manifest.index_parameters) == {"M", "efConstruction", "efSearch"}
+    assert manifest.index_recall is not None and manifest.index_recall >= settings.faiss_min_recall
+    retriever = Retriever(loaded, HashingEmbedder(256))
+    target = loaded.chunks[len(loaded.chunks) // 2]
+    assert retriever.search(target.text, top_k=3, mode="dense")[0].chunk.source == target.source
+
+    (seeds_copy / "extra.txt").write_text("A new file about lighthouses and their keepers.\n", encoding="utf-8")
+    again = build_index(settings)
+    assert again.embedded_chunks == 1
+    assert store.read_manifest(settings.index_dir).index_kind == "hnsw"

@@ -77,7 +77,7 @@ def _built(make_settings, hashing_embedder):
     build_index(settings, embedder=hashing_embedder)
     name = store.current_build_name(settings.index_dir)
     assert name is not None
-    return settings, settings.index_dir / store.BUILDS / name
+    return settings, store.build_folder(settings.index_dir, name)
 
 
 def test_truncated_vectors_is_corrupt(make_settings, hashing_embedder) -> None:
@@ -163,6 +163,26 @@ def test_old_builds_collected(make_settings, hashing_embedder) -> None:
     assert len(names) == store.KEEP_BUILDS
     assert store.current_build_name(settings.index_dir) == names[-1]
     assert not list(settings.index_dir.glob(".CURRENT.*"))
+
+
+def test_collect_garbage_keeps_the_build_in_use_and_the_newest(make_settings, hashing_embedder) -> None:
+    settings, folder = _built(make_settings, hashing_embedder)
+    builds = settings.index_dir / store.BUILDS
+    made = [builds / f"2000010{i}T000000000000-0000000{i}" for i in range(3)]
+    made += [builds / "29991231T000000000000-ffffffff", builds / f"{store.TMP_PREFIX}29991231T000000000000-eeeeeeee"]
+    for path in made:
+        path.mkdir()
+    store.collect_garbage(settings.index_dir)
+    assert sorted(p.name for p in builds.iterdir()) == sorted([folder.name, "29991231T000000000000-ffffffff"])
+    assert len(list(builds.iterdir())) == store.KEEP_BUILDS
+
+
+def test_a_build_with_nothing_to_do_sweeps_half_written_builds(make_settings, hashing_embedder) -> None:
+    settings, folder = _built(make_settings, hashing_embedder)
+    half = store.build_folder(settings.index_dir, f"{store.TMP_PREFIX}{store.new_build_name()}")
+    half.mkdir()
+    assert build_index(settings, embedder=hashing_embedder).wrote is False
+    assert not half.exists() and folder.exists()
 
 
 def test_load_during_swap_reads_one_build(make_settings, hashing_embedder, monkeypatch) -> None:

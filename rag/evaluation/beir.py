@@ -133,6 +133,13 @@ def model_slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", model_id.rstrip("/").split("/")[-1]) or "model"
 
 
+def index_folder(root: Path, settings: Settings) -> Path:
+    """The index folder of a cached corpus, named for the model and chunking (so switching either
+    keeps both builds); the one namer of evaluation index folders."""
+    model = model_slug(canonical_model_id(settings.embedding_model))
+    return root / f"index-{model}-c{settings.chunk_tokens}o{settings.chunk_overlap}"
+
+
 def beir_settings(data: BeirData, cache: Path | None = None, base: Settings | None = None) -> Settings:
     """Settings whose seeds and index folders are this data set's cache folders.
 
@@ -140,9 +147,7 @@ def beir_settings(data: BeirData, cache: Path | None = None, base: Settings | No
     """
     base = base or load_settings()
     root = (cache or corpus.cache_root()) / "beir" / data.name
-    model = model_slug(canonical_model_id(base.embedding_model))
-    index = root / f"index-{model}-c{base.chunk_tokens}o{base.chunk_overlap}"
-    return base.model_copy(update={"seeds_dir": root / "seeds", "index_dir": index})
+    return base.model_copy(update={"seeds_dir": root / "seeds", "index_dir": index_folder(root, base)})
 
 
 def evaluate_beir(

@@ -317,14 +317,12 @@ class QAReport:
 def corpus_settings(corpus_jsonl: Path, base: Settings, *, seeds: Path | None, index: Path | None,
                     cache: Path | None = None) -> Settings:
     """Settings whose seeds folder holds corpus.jsonl as `<id>.txt` files (written here)."""
-    from rag.embedding import canonical_model_id
-    from rag.evaluation.beir import model_slug
+    from rag.evaluation.beir import index_folder
 
     root = (cache or corpus.cache_root()) / "eval" / Path(corpus_jsonl).resolve().parent.name
     seeds_dir = seeds or root / "seeds"
     corpus.write_corpus(Path(corpus_jsonl), seeds_dir, prune=seeds is None)
-    model = model_slug(canonical_model_id(base.embedding_model))
-    index_dir = index or root / f"index-{model}-c{base.chunk_tokens}o{base.chunk_overlap}"
+    index_dir = index or index_folder(root, base)
     return base.model_copy(update={"seeds_dir": seeds_dir, "index_dir": index_dir})
 
 
