@@ -6,8 +6,6 @@ import bisect
 import math
 import re
 
-import numpy as np
-
 from rag.embedding import Embedder
 from rag.errors import ConfigError
 from rag.store import LoadedIndex

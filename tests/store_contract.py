@@ -192,6 +192,7 @@ def check_readers_see_the_old_build_until_commit(open_store: OpenStore) -> None:
     docs = write(open_store, ["a.txt", "b.md", "notes/c.pdf"])
     before = open_store().manifest()
     writer = open_store(writable=True)
+    assert writer.manifest().documents == before.documents  # what the writer plans against
     writer.delete_documents(["b.md"])
     d = document("d.txt")
     writer.add(d, vectors_for(d))
@@ -200,7 +201,6 @@ def check_readers_see_the_old_build_until_commit(open_store: OpenStore) -> None:
     assert _ids(reader.lexical_search("basalt", 5)) == [docs["b.md"][1].id]
     assert reader.lexical_search("danube vienna", 5) == []
     assert d[1].id not in _ids(reader.search(vectors_for(d)[1], 3))
-    assert writer.manifest().documents == before.documents  # what the writer plans against
 
     after = writer.commit(fields({"a.txt": docs["a.txt"], "notes/c.pdf": docs["notes/c.pdf"], "d.txt": d}))
     fresh = open_store()
