@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rag.cli_options import GeneratorName, IndexDir, Json, Mode, Seeds, TopK
 from rag.cli_options import settings as _settings
@@ -32,12 +33,29 @@ def index(
     force: bool = typer.Option(False, "--force", help="Re-embed everything."),
     watch: bool = typer.Option(False, "--watch", help="Keep running and rebuild on changes."),
     as_json: Json = False,
+    engine: str = typer.Option(
+        "plain", "--engine", help='plain (in this process) or ray (on a Ray cluster; pip install -e ".[scale]").'
+    ),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster to use with --engine ray (default: a local one on this machine)."
+    ),
 ) -> None:
     """Build or update the index from the documents folder (only changes are re-embedded)."""
     from rag.indexer import build_index, watch as watch_seeds
 
+    if engine not in ("plain", "ray"):
+        raise RagError(f"--engine: unknown engine {engine!r}; choose plain or ray")
     settings = _settings(seeds_dir=seeds, index_dir=index_dir)
-    report = build_index(settings, force=force, progress=not as_json, warn=_warn)
+    if engine == "ray":
+        from rag.ingest_ray import build_index_ray
+
+        if watch:
+            raise RagError("--watch rebuilds with the plain engine only; drop --engine ray or --watch")
+        report = build_index_ray(settings, address=address, force=force, warn=_warn)
+    elif address:
+        raise RagError("--address is the Ray cluster of --engine ray; add --engine ray or drop --address")
+    else:
+        report = build_index(settings, force=force, progress=not as_json, warn=_warn)
     _print_report(report, as_json)
     if watch:
         err.print(f"watching {settings.seeds_dir} for changes (Ctrl+C to stop)")
@@ -250,7 +268,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
     except RagError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        # Escaped: a message naming `.[scale]` or a file called `[draft].md` is text, not markup.
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
