@@ -258,34 +258,44 @@ class PostgresStore:
             else:
                 from rag.embedding import canonical_model_id
 
-                store.check_model(canonical_model_id(settings.embedding_model))
+                store.check_model(
+                    canonical_model_id(settings.embedding_model), settings.chunk_tokens, settings.chunk_overlap
+                )
         except BaseException:
             store.close()
             raise
         return store
 
-    def check_model(self, embedding_model: str, dimension: int | None = None) -> None:
-        """IndexMismatchError (saying what to do) when the build in use was made with another model."""
-        row = self._fetchone("SELECT embedding_model, dimension FROM rag_builds WHERE is_current")
+    def check_model(
+        self, embedding_model: str, chunk_tokens: int | None = None, chunk_overlap: int | None = None
+    ) -> None:
+        """IndexMismatchError (saying what to do) when the build in use was made with another
+        embedding model or chunking than the settings say; IndexNotFoundError when there is none."""
+        row = self._fetchone(
+            "SELECT embedding_model, chunk_tokens, chunk_overlap FROM rag_builds WHERE is_current"
+        )
         if row is None:
             raise IndexNotFoundError(
                 f"no index in the database at {self.where} (RAG_DATABASE_URL); "
                 "run `rag index` with RAG_STORE=postgres to build it"
             )
-        built_model, built_dimension = row
+        built_model, built_tokens, built_overlap = row
         problems = []
         if built_model != embedding_model:
             problems.append(
                 f"it was embedded with {built_model!r} but RAG_EMBEDDING_MODEL is {embedding_model!r}"
             )
-        if dimension is not None and dimension != built_dimension:
-            problems.append(f"its vectors have {built_dimension} dimensions, the model's {dimension}")
+        if chunk_tokens is not None and (built_tokens, built_overlap) != (chunk_tokens, chunk_overlap):
+            problems.append(
+                f"it was chunked with RAG_CHUNK_TOKENS={built_tokens}, RAG_CHUNK_OVERLAP={built_overlap} "
+                f"but the settings say {chunk_tokens}, {chunk_overlap}"
+            )
         if problems:
             raise IndexMismatchError(
                 f"the index in the database at {self.where} does not match the settings: "
                 + "; ".join(problems)
                 + ". Run `rag index` with RAG_STORE=postgres to rebuild it, or restore the "
-                "previous RAG_EMBEDDING_MODEL"
+                "previous settings"
             )
 
     # -- connections ---------------------------------------------------------------------------
@@ -335,7 +345,7 @@ class PostgresStore:
         snapshot's, or one from the idle list."""
         if self._closed:
             raise IndexStoreError("the index store is closed")
-        if self._writer is not None:
+        if self._building:
             yield self._writer
             return
         pinned = getattr(self._local, "conn", None)
@@ -371,7 +381,7 @@ class PostgresStore:
         a fresh one; a builder's statements are not, since its transaction is gone with it.
         """
         psycopg = self._psycopg
-        attempts = 1 if (self._writer is not None or getattr(self._local, "conn", None)) else 2
+        attempts = 1 if (self._building or getattr(self._local, "conn", None)) else 2
         for attempt in range(attempts):
             try:
                 with self._reader() as conn:
@@ -386,11 +396,11 @@ class PostgresStore:
                     return cur.fetchall()
             except psycopg.OperationalError as exc:
                 if attempt + 1 == attempts:
-                    if self._writer is not None:
+                    if self._building:
                         self._abandon()
                     raise self._translate(exc) from None
             except psycopg.Error as exc:
-                if self._writer is not None:
+                if self._building:
                     self._abandon()  # the build's transaction failed: it cannot go on
                 raise self._translate(exc) from None
         raise AssertionError("unreachable")
@@ -427,7 +437,7 @@ class PostgresStore:
     @contextmanager
     def snapshot(self) -> Iterator[PostgresStore]:
         """Every read inside sees the same build, even if a rebuild commits meanwhile."""
-        if self._writer is not None or getattr(self._local, "conn", None) is not None:
+        if self._building or getattr(self._local, "conn", None) is not None:
             yield self
             return
         conn = self._connect(autocommit=True)
