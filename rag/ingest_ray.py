@@ -192,8 +192,13 @@ def embed_files(ray, tasks: Sequence[FileTask], settings, *, actors: int | None 
         # and more actors than that only add model copies.
         threads = 2 if cpus >= 2 else 1
         pool, per_actor, device = actors or max(1, cpus // threads), {"num_cpus": threads}, "cpu"
-    # Workers get the settings without secrets: only the model and chunking matter there.
-    worker_settings = settings.model_copy(update={"openai_api_key": None, "auth": None})
+    # Workers get the settings without secrets (API key, login, database URL): only the model and
+    # the chunking matter there.
+    from pydantic import SecretStr
+
+    worker_settings = settings.model_copy(
+        update={name: None for name, value in settings if isinstance(value, SecretStr)}
+    )
     items = [{"rel": t.rel, "path": t.path, "hash": t.content_hash} for t in tasks]
     blocks = max(1, -(-len(items) // FILES_PER_BLOCK))
     dataset = (
