@@ -8,6 +8,7 @@ import re
 
 from rag.embedding import Embedder
 from rag.errors import ConfigError
+from rag.faiss_store import FaissStore
 from rag.store import LoadedIndex
 from rag.types import Chunk, Hit, Manifest
 from rag.vectorstore import ReadableStore
@@ -21,8 +22,6 @@ class Retriever:
     """Searches one store (or one loaded FAISS build); cheap to create, holds no other state."""
 
     def __init__(self, index: ReadableStore | LoadedIndex, embedder: Embedder) -> None:
-        from rag.faiss_store import FaissStore
-
         self.index = index  # as given: a LoadedIndex keeps its `.manifest` attribute
         self.store: ReadableStore = FaissStore.of(index) if isinstance(index, LoadedIndex) else index
         self.embedder = embedder
