@@ -395,7 +395,7 @@ class PostgresStore:
                         return cur.rowcount
                     return cur.fetchall()
             except psycopg.OperationalError as exc:
-                if attempt + 1 == attempts:
+                if attempt + 1 == attempts or not _is_disconnect(exc):
                     if self._building:
                         self._abandon()
                     raise self._translate(exc) from None
@@ -427,7 +427,7 @@ class PostgresStore:
                 f"the database at {self.where} is read-only (a replica?): build the index on the "
                 "primary and point readers at the replica"
             )
-        if isinstance(exc, self._psycopg.OperationalError):
+        if _is_disconnect(exc):
             return DatabaseUnavailableError(
                 f"the database at {self.where} (RAG_DATABASE_URL) cannot be used: {reason}. "
                 "Check that the server is running and reachable"
@@ -515,9 +515,11 @@ class PostgresStore:
     def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         if k <= 0:
             return []
+        # The index finds the k nearest; ties are then put in id order, as the hybrid query does.
         query = self._vector_sql(
-            "SELECT id, 1 - (embedding <=> %(vec)s::{vtype}) FROM rag_chunks "
-            "ORDER BY embedding <=> %(vec)s::{vtype} LIMIT %(k)s"
+            "SELECT id, 1 - distance FROM (SELECT id, embedding <=> %(vec)s::{vtype} AS distance "
+            "FROM rag_chunks ORDER BY embedding <=> %(vec)s::{vtype} LIMIT %(k)s) nearest "
+            "ORDER BY distance, id"
         )
         rows = self._run(query, {"vec": self._query_vector(vector), "k": int(k)}, ef_search=int(k))
         return [(cid, float(score)) for cid, score in rows]
@@ -678,18 +680,20 @@ class PostgresStore:
         conn.execute(_SCHEMA)
         conn.execute("INSERT INTO rag_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 
-    def _ensure_embedding(self, dimension: int) -> None:
-        """Give the embedding column this dimension and the configured type, with its HNSW index.
+    def _ensure_embedding(self, dimension: int, *, index: bool) -> None:
+        """Give the embedding column this dimension and the configured type, and (with `index`)
+        its HNSW index.
 
         A new dimension needs an empty table (a full rebuild deletes every document first); a new
         type (vector <-> halfvec) converts the stored vectors. Either, like new HNSW parameters,
-        rebuilds the index, and readers then wait for the build to commit: it happens only when
-        those settings change.
+        drops the index, and readers then wait for the build to commit: it happens only when those
+        settings change. A missing index is built at commit, once every row is in (a first build
+        or one after such a change): much faster than growing the graph row by row.
         """
         from psycopg import sql
 
         conn = self._writer
-        row = conn.execute(
+        column, typmod = conn.execute(
             "SELECT format_type(atttypid, atttypmod), atttypmod FROM pg_attribute "
             "WHERE attrelid = 'rag_chunks'::regclass AND attname = 'embedding'"
         ).fetchone()
@@ -698,31 +702,34 @@ class PostgresStore:
             "SELECT reloptions FROM pg_class WHERE oid = to_regclass('rag_chunks_embedding')"
         ).fetchone()
         wanted_options = sorted([f"m={int(self.hnsw_m)}", f"ef_construction={int(self.hnsw_ef_construction)}"])
-        if row[0] == wanted and options is not None and sorted(options[0] or ()) == wanted_options:
-            return
-        if row[1] > 0 and row[1] != dimension:
-            if conn.execute("SELECT EXISTS (SELECT 1 FROM rag_chunks)").fetchone()[0]:
-                raise IndexMismatchError(
-                    f"the index in the database at {self.where} holds {row[1]}-dimension vectors, "
-                    f"not {dimension}: run `rag index --force` with RAG_STORE=postgres to rebuild it"
-                )
-        conn.execute("DROP INDEX IF EXISTS rag_chunks_embedding")
-        if row[0] != wanted:
+        if column != wanted:
+            if typmod > 0 and typmod != dimension:
+                if conn.execute("SELECT EXISTS (SELECT 1 FROM rag_chunks)").fetchone()[0]:
+                    raise IndexMismatchError(
+                        f"the index in the database at {self.where} holds {typmod}-dimension vectors, "
+                        f"not {dimension}: run `rag index --force` with RAG_STORE=postgres to rebuild it"
+                    )
+            conn.execute("DROP INDEX IF EXISTS rag_chunks_embedding")
             conn.execute(
                 sql.SQL("ALTER TABLE rag_chunks ALTER COLUMN embedding TYPE {t} USING embedding::{t}").format(
                     t=sql.SQL(wanted)
                 )
             )
-        conn.execute(
-            sql.SQL(
-                "CREATE INDEX rag_chunks_embedding ON rag_chunks USING hnsw (embedding {ops}) "
-                "WITH (m = {m}, ef_construction = {ef})"
-            ).format(
-                ops=sql.SQL(VECTOR_TYPES[self.vector_type]),
-                m=sql.Literal(int(self.hnsw_m)),
-                ef=sql.Literal(int(self.hnsw_ef_construction)),
+            options = None
+        elif options is not None and sorted(options[0] or ()) != wanted_options:
+            conn.execute("DROP INDEX rag_chunks_embedding")
+            options = None
+        if index and options is None:
+            conn.execute(
+                sql.SQL(
+                    "CREATE INDEX rag_chunks_embedding ON rag_chunks USING hnsw (embedding {ops}) "
+                    "WITH (m = {m}, ef_construction = {ef})"
+                ).format(
+                    ops=sql.SQL(VECTOR_TYPES[self.vector_type]),
+                    m=sql.Literal(int(self.hnsw_m)),
+                    ef=sql.Literal(int(self.hnsw_ef_construction)),
+                )
             )
-        )
 
     def _write(self, query: Any, params: Any = None) -> Any:
         self.begin()
@@ -745,7 +752,7 @@ class PostgresStore:
         from psycopg import sql
 
         try:
-            self._ensure_embedding(int(matrix.shape[1]))
+            self._ensure_embedding(int(matrix.shape[1]), index=False)
             cur = self._writer.cursor()
             copy_sql = sql.SQL("COPY rag_chunks ({}, embedding) FROM STDIN (FORMAT BINARY)").format(
                 sql.SQL(_CHUNK_COLUMNS)
@@ -804,7 +811,7 @@ class PostgresStore:
 
         conn = self._writer
         try:
-            self._ensure_embedding(int(fields["dimension"]))
+            self._ensure_embedding(int(fields["dimension"]), index=False)
             counts = dict(conn.execute("SELECT document, count(*) FROM rag_chunks GROUP BY document").fetchall())
             strays = sorted(set(counts) - set(documents))
             if strays:
@@ -854,6 +861,9 @@ class PostgresStore:
                         "IS DISTINCT FROM (EXCLUDED.content_hash, EXCLUDED.kind)",
                         [(p, e.content_hash, e.kind, build) for p, e in documents.items()],
                     )
+            # The deferred checks run now (every chunk's document is written): an index may be built.
+            conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            self._ensure_embedding(int(fields["dimension"]), index=True)
             conn.execute("UPDATE rag_builds SET is_current = false WHERE is_current")
             conn.execute("UPDATE rag_builds SET is_current = true WHERE id = %s", (build,))
             conn.execute(
@@ -876,6 +886,16 @@ class PostgresStore:
         if self._building and self._writer is not None:
             self._writer.rollback()
         self._building = False
+
+
+def _is_disconnect(exc: Exception) -> bool:
+    """Whether the connection itself failed (lost, refused, server shutting down), not a statement."""
+    import psycopg
+
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
 
 
 def _plain(query: str) -> str:

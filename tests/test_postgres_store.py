@@ -472,6 +472,22 @@ def test_an_unreachable_database_names_the_setting_and_never_the_password(make_s
         open_store(make_settings(store="postgres"))
 
 
+def test_a_reader_reconnects_once_after_the_server_drops_its_connection(pg_database):
+    from rag.postgres_store import PostgresStore
+
+    _write_build(pg_database, {"a.txt": "alpha volcano"}, "v1")
+    reader = PostgresStore(pg_database)
+    before = reader.manifest()
+    dropped = _sql(
+        pg_database,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'rag' AND datname = current_database()",
+    )
+    assert dropped == [(True,)]  # the reader's one pooled connection
+    assert reader.manifest() == before
+    reader.close()
+
+
 def test_a_database_without_an_index_says_how_to_build_one(pg_settings):
     from rag.errors import IndexNotFoundError
     from rag.vectorstore import open_store
