@@ -21,6 +21,7 @@ only SQL text built at run time is the vector type's name, taken from a fixed li
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -162,14 +163,17 @@ def describe_url(url: str) -> str:
 
 
 def _redact(text: str, url: str) -> str:
-    """The text with the URL's password (if any) blanked out."""
+    """The text with the URL's password (if any) blanked out, even where the URL cannot be parsed."""
     from psycopg.conninfo import conninfo_to_dict
 
     try:
         password = conninfo_to_dict(url).get("password")
     except Exception:  # noqa: BLE001
         password = None
-    return text.replace(str(password), "***") if password else text
+    if password:
+        text = text.replace(str(password), "***")
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -468,6 +468,10 @@ def test_an_unreachable_database_names_the_setting_and_never_the_password(make_s
     assert isinstance(caught.value, RagError)
     assert "RAG_DATABASE_URL" in message and "postgresql://rag@127.0.0.1" in message
     assert "s3cret-pw" not in message and "s3cret-pw" not in repr(caught.value)
+    # libpq quotes a URL it cannot parse: the password is blanked there too
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        open_store(make_settings(store="postgres", database_url="postgresql://rag:s3cret-pw@[::1/rag"))
+    assert "RAG_DATABASE_URL" in str(caught.value) and "s3cret-pw" not in str(caught.value)
     with pytest.raises(ConfigError, match="RAG_DATABASE_URL"):
         open_store(make_settings(store="postgres"))
 
