@@ -61,13 +61,16 @@ class Settings(BaseSettings):
     llm_model_path: Path | None = None
     llm_context_tokens: int = Field(4096, ge=512)
     llm_max_tokens: int = Field(384, ge=16)
-    llm_threads: int | None = None
+    llm_threads: int | None = None  # default: the cores this container may use (its CPU quota)
+    llm_batch_tokens: int = Field(512, ge=32, le=8192)  # prompt tokens read per step (n_batch)
+    llm_flash_attn: bool = False
     llm_temperature: float = Field(0.1, ge=0.0, le=2.0)
     # Show the model the sentences that match the question best, after the passages.
     prompt_highlights: bool = True
-    # What a model reads: "windowed" = the best sentences with their neighbours, up to
-    # prompt_budget_tokens (fast on a CPU); "passages" = the retrieved passages whole.
-    prompt_context: Literal["windowed", "passages"] = "passages"
+    # What a model reads: "auto" = the whole corpus, read once per build, when it fits the local
+    # model's context (else as "windowed"); "windowed" = the best sentences with their
+    # neighbours, up to prompt_budget_tokens; "passages" = the retrieved passages whole.
+    prompt_context: Literal["auto", "corpus", "windowed", "passages"] = "passages"
     prompt_budget_tokens: int = Field(300, ge=50, le=8000)
     prompt_window: int = Field(1, ge=0, le=5)  # neighbouring sentences on each side
     # The local model refuses when the chance it gives to starting with the refusal is at least

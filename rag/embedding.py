@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rag.config import DEFAULT_EMBEDDING_MODEL
+from rag.cpus import usable_cpus
 from rag.errors import EmbeddingError
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
 
             self._torch = torch
-            self._threads = max(1, os.cpu_count() or 1)
+            self._threads = usable_cpus()
             torch.set_num_threads(self._threads)
             self._model = SentenceTransformer(path, device="cpu")
         except Exception as exc:

@@ -16,6 +16,8 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import IndexNotFoundError, LoaderError, RagError
 from rag.retrieval import Retriever
+from rag.types import Chunk
+from rag.vectorstore import open_store
 
 # Another process (`rag index` in a terminal) may swap in a build without telling this one: the
 # build pointer is looked at again at most this often. A watcher's report reloads at once.
@@ -49,6 +51,11 @@ class IndexHandle:
             now = time.monotonic()
             if self._retriever is not None and now - self._checked_at < POINTER_CHECK_SECONDS:
                 return self._retriever
+            if self.settings.store != "faiss":
+                # A shared store (a database) always answers from its newest committed build.
+                if self._retriever is None:
+                    self._retriever = Retriever(open_store(self.settings), self._embedder())
+                return self._retriever
             self._checked_at = now
             name = store.current_build_name(self.settings.index_dir)
             if name is None:
@@ -73,10 +80,16 @@ class IndexHandle:
     @property
     def build(self) -> str:
         """The name of the build in use."""
-        return self.retriever().index.name
+        index = self.retriever().index
+        return index.name if isinstance(index, store.LoadedIndex) else str(index.stats().build)
+
+    def chunks(self) -> list[Chunk] | None:
+        """Every chunk of the build in use when it is held in memory (a file store), else None."""
+        index = self.retriever().index
+        return index.chunks if isinstance(index, store.LoadedIndex) else None
 
     def sources(self) -> list[str]:
-        return sorted(self.retriever().index.manifest.documents)
+        return sorted(self.retriever().manifest.documents)
 
     def read_document(self, source: str) -> str | None:
         """The text of an indexed document, or None if it is not in the index or unreadable.
@@ -88,11 +101,11 @@ class IndexHandle:
             retriever = self.retriever()
         except RagError:
             return None
-        if source not in retriever.index.manifest.documents:
+        if source not in retriever.manifest.documents:
             return None
         root = self.settings.seeds_dir.resolve()
         try:
-            key = (retriever.index.name, source, (root / source).resolve().stat().st_mtime)
+            key = (self.build, source, (root / source).resolve().stat().st_mtime)
         except OSError:
             return None
         with self._lock:

@@ -20,6 +20,7 @@ from rag import generation
 from rag.assembly import assemble
 from rag.config import Settings, load_settings
 from rag.conversation import condense
+from rag.corpus_cache import CorpusCache, corpus_request
 from rag.embedding import Embedder, get_embedder
 from rag.errors import IndexNotFoundError, QuestionError, RagError
 from rag.excerpts import excerpts
@@ -35,6 +36,7 @@ from rag.selection import select
 from rag.store import read_manifest
 from rag.text import clean_question
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Timings
+from rag.vectorstore import open_store
 from rag.verification import verify
 
 Turn = tuple[str, str]  # (user question, assistant answer)
@@ -97,6 +99,7 @@ class Rag:
         self._lock = threading.RLock()
         self._generators: dict[str, Generator] = {}
         self.handle = IndexHandle(self.settings, lambda: self.embedder)
+        self.corpus_cache = CorpusCache(self.settings.index_dir)
 
     # -- parts ---------------------------------------------------------------------------------
     @property
@@ -126,9 +129,11 @@ class Rag:
     def ensure_index(self, *, warn=None) -> IndexReport | None:
         """Build the index when there is none yet (the first question of a new folder); None
         when one exists. The only place an index is built without `index()` being called."""
-        if read_manifest(self.settings.index_dir) is not None:
+        try:
+            index_status(self.settings)
             return None
-        return self.index(warn=warn)
+        except IndexNotFoundError:
+            return self.index(warn=warn)
 
     def status(self) -> IndexStatus:
         return index_status(self.settings)
@@ -181,10 +186,18 @@ class Rag:
         )
 
     def request_for(self, question: str, hits: list[Hit], gen: Generator) -> GenerationRequest:
-        """Select and prompt stages: what `gen` is asked, fitted to its context window."""
+        """Select and prompt stages: what `gen` is asked, fitted to its context window.
+
+        The context is, by RAG_PROMPT_CONTEXT: the whole corpus already read by the model (a
+        small corpus and a model that can save what it read), the best sentences with their
+        neighbours (windowed), or the retrieved passages whole.
+        """
         selection = select(question, hits, self.embedder)
+        corpus = self._corpus_request(question, hits, selection.key, gen)
+        if corpus is not None:
+            return corpus
         passages, key, shown = hits, selection.key, self.settings.prompt_highlights
-        if self.settings.prompt_context == "windowed" and selection.ranked:
+        if self.settings.prompt_context != "passages" and selection.ranked:
             budget = self.settings.prompt_budget_tokens
             passages, key = excerpts(selection, hits, budget=budget, neighbours=self.settings.prompt_window)
             shown = False  # the excerpts are the best sentences already
@@ -197,6 +210,21 @@ class Rag:
             highlights=key,
             show_highlights=shown,
         )
+
+    def _corpus_request(self, question: str, hits: list[Hit], key: list, gen: Generator) -> GenerationRequest | None:
+        """The corpus request when its saved state is ready; else None (and the state is started
+        in the background when the corpus fits)."""
+        if self.settings.prompt_context not in ("auto", "corpus") or not hasattr(gen, "save_prefix"):
+            return None
+        chunks, build = self.handle.chunks(), self.handle.build
+        if not chunks or not self.corpus_cache.fits(build, chunks, gen.context_tokens, self.settings.llm_max_tokens):
+            return None
+        state = self.corpus_cache.ready(build, gen.fingerprint)
+        if state is None:
+            self.corpus_cache.build_in_background(build, gen.fingerprint, chunks, gen.private_copy)
+            return None
+        return corpus_request(question, hits, key, chunks, state, max_tokens=self.settings.llm_max_tokens,
+                              temperature=self.settings.llm_temperature)
 
     def ask(self, question: str, **options: Unpack[AskOptions]) -> Answer:
         """Answer a question from the documents, citing files and lines (options: AskOptions)."""
@@ -279,7 +307,10 @@ class Rag:
 
 def index_status(settings: Settings) -> IndexStatus:
     """What the manifest of the index in use says."""
-    manifest = read_manifest(settings.index_dir)
+    if settings.store == "faiss":
+        manifest = read_manifest(settings.index_dir)
+    else:
+        manifest = open_store(settings).manifest()
     if manifest is None:
         raise IndexNotFoundError(f"no index in {settings.index_dir}; run `rag index` to build it")
     return IndexStatus(
@@ -290,8 +321,11 @@ def index_status(settings: Settings) -> IndexStatus:
         chunk_tokens=manifest.chunk_tokens,
         chunk_overlap=manifest.chunk_overlap,
         built_at=manifest.built_at,
-        index_dir=str(settings.index_dir),
+        index_dir=str(settings.index_dir) if settings.store == "faiss" else settings.store,
         sources=sorted(manifest.documents),
+        index_kind=manifest.index_kind,
+        index_parameters=manifest.index_parameters,
+        index_recall=manifest.index_recall,
     )
 
 

@@ -90,6 +90,8 @@ class GenerationRequest(Frozen):
     passages: list[Hit]
     messages: list[Message]
     highlights: list[Highlight] | None = None  # the key sentences; None when not selected
+    # A saved model state holding the prompt's system message already read (see rag.corpus_cache).
+    prefix_state: str | None = None
     max_tokens: int = 384
     temperature: float = 0.1
 

@@ -1,8 +1,16 @@
-"""Local GGUF models in-process through llama-cpp-python."""
+"""Local GGUF models in-process through llama-cpp-python.
+
+What the user waits for on a CPU is the model reading its prompt, so this backend never reads the
+same tokens twice: llama.cpp keeps the key/value state of the last prompt and a new prompt that
+starts the same way only reads what differs (the fixed system prompt is read once, at warm-up); a
+long fixed prefix (the whole corpus, see rag.corpus_cache) is saved to a file once per index build
+and loaded in a fraction of a second instead of being read again.
+"""
 
 from __future__ import annotations
 
-import os
+import ctypes
+import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,18 +18,23 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Settings
+from rag.cpus import usable_cpus
 from rag.errors import GeneratorError, GeneratorUnavailableError
-from rag.types import GenerationRequest
 from rag.refusal import REFUSAL
+from rag.types import GenerationRequest, Message
 
 # Sampling starts from the same seed on every call: the same question and passages get the same answer.
 SEED = 1234
-_models: dict[tuple[str, int, int], object] = {}
+_models: dict[tuple, object] = {}
 _models_lock = threading.Lock()
+# Marks where a prefix ends when a chat is formatted: what follows it is the per-question part.
+_SENTINEL = "Zqx sentinel question"
 
 
-def _load(path: Path, n_ctx: int, n_threads: int):
-    key = (str(path), n_ctx, n_threads)
+def _load(path: Path, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bool, *, shared: bool = True):
+    """The model, loaded once per process and settings (`shared=False`: a context of its own,
+    the weights still shared through the page cache)."""
+    key = (str(path), n_ctx, n_threads, n_batch, flash_attn) if shared else object()
     with _models_lock:
         if key not in _models:
             try:
@@ -33,13 +46,27 @@ def _load(path: Path, n_ctx: int, n_threads: int):
                 ) from None
             try:
                 _models[key] = Llama(
-                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                    n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, verbose=False,
                 )
             except Exception as exc:
                 raise GeneratorUnavailableError(
                     f"RAG_LLM_MODEL_PATH: cannot load {path} ({type(exc).__name__}: {exc})"
                 ) from None
-        return _models[key]
+        return _models[key] if shared else _models.pop(key)
+
+
+def model_fingerprint(path: Path) -> str:
+    """A cheap identity of a model file (size and sampled bytes): a saved state made with another
+    model must never be loaded."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with path.open("rb") as fh:
+        for offset in (0, size // 2, max(0, size - (1 << 20))):
+            fh.seek(offset)
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
 
 
 class LlamaCppGenerator:
@@ -49,12 +76,16 @@ class LlamaCppGenerator:
     name = "llamacpp"
 
     def __init__(self, model_path: Path, *, context_tokens: int = 4096, threads: int | None = None,
-                 refusal_threshold: float = 1.0) -> None:
+                 refusal_threshold: float = 1.0, batch_tokens: int = 512, flash_attn: bool = False,
+                 shared: bool = True) -> None:
         self.model_path = model_path
         self.context_tokens = context_tokens
         self.refusal_threshold = refusal_threshold
-        self._llm = _load(model_path, context_tokens, threads or max(1, os.cpu_count() or 1))
+        self._options = dict(context_tokens=context_tokens, threads=threads, refusal_threshold=refusal_threshold,
+                             batch_tokens=batch_tokens, flash_attn=flash_attn)
+        self._llm = _load(model_path, context_tokens, threads or usable_cpus(), batch_tokens, flash_attn, shared=shared)
         self._lock = threading.Lock()
+        self._fingerprint: str | None = None
         # The first token of the refusal sentence ("I"): its probability as the answer's first
         # token is how strongly the model itself thinks the passages do not answer.
         self._refusal_token = self._llm.tokenize(REFUSAL.encode(), add_bos=False, special=False)[0]  # type: ignore[attr-defined]
@@ -68,8 +99,88 @@ class LlamaCppGenerator:
             context_tokens=settings.llm_context_tokens,
             threads=settings.llm_threads,
             refusal_threshold=settings.llm_refusal_threshold,
+            batch_tokens=settings.llm_batch_tokens,
+            flash_attn=settings.llm_flash_attn,
         )
 
+    def private_copy(self) -> "LlamaCppGenerator":
+        """The same model in a context of its own (for work in the background that must not
+        disturb the context answering questions); freed when dropped."""
+        return LlamaCppGenerator(self.model_path, shared=False, **self._options)  # type: ignore[arg-type]
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_path)
+        return self._fingerprint
+
+    # -- reading once ----------------------------------------------------------------------------
+    def _prefix_tokens(self, system: str) -> list[int]:
+        """The tokens of a chat that starts with `system`, up to where the user's words begin."""
+        text = self._format([Message(role="system", content=system), Message(role="user", content=_SENTINEL)])
+        # Tokenized as create_chat_completion tokenizes a whole prompt, so the prefixes match.
+        return self._llm.tokenize(text[: text.index(_SENTINEL)].encode(), add_bos=True, special=True)  # type: ignore[attr-defined]
+
+    def _format(self, messages: list[Message]) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        meta = self._llm.metadata  # type: ignore[attr-defined]
+        formatter = Jinja2ChatFormatter(
+            template=meta["tokenizer.chat_template"],
+            eos_token=self._llm.detokenize([self._llm.token_eos()]).decode(errors="ignore"),  # type: ignore[attr-defined]
+            bos_token=self._llm.detokenize([self._llm.token_bos()]).decode(errors="ignore"),  # type: ignore[attr-defined]
+        )
+        return formatter(messages=[m.model_dump() for m in messages]).prompt
+
+    def warm(self, system: str) -> None:
+        """Read the fixed start of every prompt now, so the first question pays only for its own."""
+        tokens = self._prefix_tokens(system)
+        with self._lock:
+            self._llm.reset()  # type: ignore[attr-defined]
+            self._llm.eval(tokens)  # type: ignore[attr-defined]
+
+    def save_prefix(self, system: str, path: Path) -> int:
+        """Read a chat start (system message) once and save its key/value state to `path`
+        (written aside, then renamed). Returns the number of tokens saved."""
+        import llama_cpp
+
+        tokens = self._prefix_tokens(system)
+        if len(tokens) + 256 > self.context_tokens:
+            raise GeneratorError(f"the prefix is {len(tokens)} tokens; RAG_LLM_CONTEXT_TOKENS is {self.context_tokens}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        with self._lock:
+            self._llm.reset()  # type: ignore[attr-defined]
+            self._llm.eval(tokens)  # type: ignore[attr-defined]
+            array = (llama_cpp.llama_token * len(tokens))(*tokens)
+            llama_cpp.llama_state_seq_save_file(self._llm._ctx.ctx, str(tmp).encode(), 0, array, len(tokens))  # type: ignore[attr-defined]
+        tmp.replace(path)
+        return len(tokens)
+
+    def _ensure_prefix(self, path: Path) -> None:
+        """Make the context start with the state saved in `path` (loaded only when it does not
+        already); called with the lock held."""
+        import llama_cpp
+
+        llm = self._llm
+        capacity = self.context_tokens
+        array = (llama_cpp.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        llm._ctx.kv_cache_clear()  # type: ignore[attr-defined]
+        read = llama_cpp.llama_state_seq_load_file(llm._ctx.ctx, str(path).encode(), 0, array, capacity, ctypes.byref(count))  # type: ignore[attr-defined]
+        if read == 0:
+            llm.reset()  # type: ignore[attr-defined]
+            raise GeneratorError(f"cannot load the saved model state {path.name}")
+        n = count.value
+        llm.input_ids[:n] = np.frombuffer(array, dtype=np.intc, count=n)  # type: ignore[attr-defined]
+        llm.n_tokens = n  # type: ignore[attr-defined]
+        llm._requires_eval = True  # type: ignore[attr-defined]
+        self._loaded_prefix = (str(path), n)
+
+    def _prefix_in_memory(self, path: Path) -> bool:
+        loaded = getattr(self, "_loaded_prefix", None)
+        return bool(loaded) and loaded[0] == str(path) and self._llm.n_tokens >= loaded[1]  # type: ignore[attr-defined,index]
+
+    # -- answering -------------------------------------------------------------------------------
     def _watch_first_token(self, seen: list[float]):
         """A logits processor that records the refusal token's probability at the first step."""
 
@@ -82,6 +193,11 @@ class LlamaCppGenerator:
 
         return processor
 
+    def _prepare(self, request: GenerationRequest) -> None:
+        """Called with the lock held: load the request's saved prefix when it is not in memory."""
+        if request.prefix_state and not self._prefix_in_memory(Path(request.prefix_state)):
+            self._ensure_prefix(Path(request.prefix_state))
+
     def refusal_probability(self, request: GenerationRequest) -> float:
         """The probability the model gives to opening its answer with the refusal (one token
         generated; what the refusal check compares with RAG_LLM_REFUSAL_THRESHOLD)."""
@@ -89,6 +205,7 @@ class LlamaCppGenerator:
 
         seen: list[float] = []
         with self._lock:
+            self._prepare(request)
             self._llm.create_chat_completion(  # type: ignore[attr-defined]
                 messages=[m.model_dump() for m in request.messages], max_tokens=1, temperature=0.0,
                 seed=SEED, logits_processor=LogitsProcessorList([self._watch_first_token(seen)]),
@@ -101,6 +218,7 @@ class LlamaCppGenerator:
         with self._lock:
             seen: list[float] = []
             try:
+                self._prepare(request)
                 pieces = self._llm.create_chat_completion(  # type: ignore[attr-defined]
                     messages=[m.model_dump() for m in request.messages],
                     max_tokens=request.max_tokens,

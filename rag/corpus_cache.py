@@ -1,0 +1,155 @@
+"""Cache-augmented generation: a small corpus read by the local model once per index build.
+
+When every chunk fits the model's context (the seeds are a few thousand tokens), the system
+message carries the whole corpus, numbered, and the model's key/value state after reading it is
+saved to a file named for the build and the model. Each question then appends only the retrieval
+hints, the selected sentences and the question: a few dozen tokens to read instead of a thousand.
+
+The state is computed in the background (at low priority, in a second model context, so answers
+meanwhile use the windowed prompt), stored beside the index with the build id and model
+fingerprint in its name (a new build or another model means another file: a stale state is never
+loaded), and old states are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from rag.chunking import count_tokens
+from rag.prompting import SYSTEM_PROMPT, format_passage
+from rag.types import Chunk, GenerationRequest, Highlight, Hit, Message
+
+log = logging.getLogger(__name__)
+FOLDER = "kv"
+# Room left in the context after the corpus: the per-question part and the answer.
+QUESTION_ROOM = 700
+# tiktoken counts fewer tokens than most chat models' own tokenizers; leave a margin.
+TOKENIZER_MARGIN = 1.25
+
+
+def corpus_hits(chunks: list[Chunk]) -> list[Hit]:
+    """The corpus as numbered passages ([n] is chunks[n - 1]), in index order."""
+    return [Hit(chunk=c, score=0.0, rank=i) for i, c in enumerate(chunks, start=1)]
+
+
+def corpus_system(chunks: list[Chunk]) -> str:
+    """The system message of a corpus prompt: the rules, then every chunk numbered."""
+    body = "\n\n".join(format_passage(h.rank, h) for h in corpus_hits(chunks))
+    return f"{SYSTEM_PROMPT}\n\nThe numbered passages:\n\n{body}"
+
+
+def fits(chunks: list[Chunk], context_tokens: int, max_tokens: int) -> bool:
+    """Whether the whole corpus and a question fit the model's context."""
+    if not chunks:
+        return False
+    needed = count_tokens(corpus_system(chunks)) * TOKENIZER_MARGIN + QUESTION_ROOM + max_tokens
+    return needed <= context_tokens
+
+
+def state_path(index_dir: Path, build: str, fingerprint: str) -> Path:
+    return index_dir / FOLDER / f"{build}-{fingerprint}.state"
+
+
+class CorpusCache:
+    """The saved corpus states of one index folder; builds the missing one in the background."""
+
+    def __init__(self, index_dir: Path) -> None:
+        self.index_dir = index_dir
+        self._lock = threading.Lock()
+        self._building: set[Path] = set()
+        self.failed: dict[Path, str] = {}
+        self._fits: tuple[tuple[str, int, int], bool] | None = None
+
+    def fits(self, build: str, chunks: list[Chunk], context_tokens: int, max_tokens: int) -> bool:
+        """Whether this build's corpus fits the context (counted once per build)."""
+        key = (build, context_tokens, max_tokens)
+        if self._fits is None or self._fits[0] != key:
+            self._fits = (key, fits(chunks, context_tokens, max_tokens))
+        return self._fits[1]
+
+    def ready(self, build: str, fingerprint: str) -> Path | None:
+        """The state file for this build and model, if it has been saved."""
+        path = state_path(self.index_dir, build, fingerprint)
+        return path if path.is_file() else None
+
+    def building(self) -> bool:
+        with self._lock:
+            return bool(self._building)
+
+    def build_in_background(self, build: str, fingerprint: str, chunks: list[Chunk], make_model) -> bool:
+        """Start computing the state of this build (once); `make_model()` returns a fresh model
+        object with `save_prefix(system, path)`. False when it is ready, running or failed."""
+        path = state_path(self.index_dir, build, fingerprint)
+        with self._lock:
+            if path.is_file() or path in self._building or path in self.failed:
+                return False
+            self._building.add(path)
+        threading.Thread(
+            target=self._build, args=(path, chunks, make_model), name="rag-corpus-state", daemon=True
+        ).start()
+        return True
+
+    def build_now(self, path: Path, chunks: list[Chunk], model) -> int:
+        """Compute and save the state in this thread (tests, `rag index`); returns its tokens."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tokens = model.save_prefix(corpus_system(chunks), path)
+        self._prune(keep=path)
+        return tokens
+
+    def _build(self, path: Path, chunks: list[Chunk], make_model) -> None:
+        try:
+            # Low priority: a question asked meanwhile (answered from the windowed prompt) comes
+            # first. llama.cpp's worker threads inherit this thread's niceness.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+        except (AttributeError, OSError):
+            pass
+        try:
+            tokens = self.build_now(path, chunks, make_model())
+            log.info("corpus state saved: %s (%d tokens)", path.name, tokens)
+        except Exception as exc:  # a failed state only means the windowed prompt keeps serving
+            self.failed[path] = f"{type(exc).__name__}: {exc}"
+            log.warning("corpus state not saved (%s); answering from the windowed prompt", exc)
+        finally:
+            with self._lock:
+                self._building.discard(path)
+
+    def _prune(self, keep: Path) -> None:
+        """Remove states of older builds (only the newest is ever loaded)."""
+        for old in (self.index_dir / FOLDER).glob("*.state"):
+            if old != keep:
+                old.unlink(missing_ok=True)
+
+
+def corpus_user_message(question: str, hints: list[int], key: list[tuple[int, str]]) -> str:
+    """The per-question part: which passages retrieval found, the sentences that answer best,
+    and the question."""
+    found = ", ".join(f"[{n}]" for n in hints)
+    lines = [f"Passages most related to the question: {found}"] if found else []
+    if key:
+        lines.append("Most relevant sentences: " + " ".join(f"{sentence} [{n}]" for n, sentence in key))
+    lines.append(f"Question: {question}")
+    lines.append("Answer from the passages above, ending each sentence with its passage number like [1]:")
+    return "\n\n".join(lines[:-2] + ["\n".join(lines[-2:])])
+
+
+def corpus_request(question: str, hits: list[Hit], key: list[Highlight], chunks: list[Chunk], state: Path,
+                   *, max_tokens: int, temperature: float) -> GenerationRequest:
+    """The request over the whole corpus whose system message `state` holds already read:
+    markers number the corpus's chunks; retrieval's passages and the key sentences are hints."""
+    number = {c.id: n for n, c in enumerate(chunks, start=1)}
+    hints = list(dict.fromkeys(number[h.chunk.id] for h in hits if h.chunk.id in number))
+    # A key sentence keeps its place only if its passage is a corpus chunk as it stands (retrieval
+    # may merge overlapping chunks); otherwise the extractive fallback selects again.
+    mapped = [h.model_copy(update={"marker": number[hits[h.marker - 1].chunk.id]})
+              for h in key if hits[h.marker - 1].chunk.id in number]
+    highlights = mapped if len(mapped) == len(key) else None
+    messages = [
+        Message(role="system", content=corpus_system(chunks)),
+        Message(role="user", content=corpus_user_message(question, hints, [(h.marker, h.sentence) for h in mapped])),
+    ]
+    return GenerationRequest(question=question, passages=corpus_hits(chunks), messages=messages,
+                             highlights=highlights, prefix_state=str(state), max_tokens=max_tokens,
+                             temperature=temperature)
