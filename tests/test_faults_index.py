@@ -26,7 +26,7 @@ from rag.pipeline import Rag
 KILL_ROUNDS = int(os.environ.get("RAG_TEST_KILL_ROUNDS", "24"))
 
 
-def make_settings(tmp_path: Path, index: str = "index", seeds: str = "seeds") -> Settings:
+def faults_settings(tmp_path: Path, index: str = "index", seeds: str = "seeds") -> Settings:
     return Settings(
         _env_file=None,
         seeds_dir=tmp_path / seeds,
@@ -145,12 +145,12 @@ def test_builds_killed_at_random_moments_leave_the_before_or_the_after_index(tmp
     reference = {}
     for name, state in STATES.items():
         put_state(tmp_path / f"seeds-{name}", state)
-        ref_settings = make_settings(tmp_path, index=f"index-{name}", seeds=f"seeds-{name}")
+        ref_settings = faults_settings(tmp_path, index=f"index-{name}", seeds=f"seeds-{name}")
         build_index(ref_settings, embedder=HashingEmbedder(256))
         reference[name] = snapshot(ref_settings)
     assert reference["A"] != reference["B"]
 
-    settings = make_settings(tmp_path)
+    settings = faults_settings(tmp_path)
     seeds = settings.seeds_dir
     put_state(seeds, STATE_A)
     build_index(settings, embedder=HashingEmbedder(256))
@@ -208,7 +208,7 @@ def test_builds_killed_at_random_moments_leave_the_before_or_the_after_index(tmp
 @pytest.fixture
 def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)
-    settings = make_settings(tmp_path)
+    settings = faults_settings(tmp_path)
     put_state(settings.seeds_dir, STATE_A)
     build_index(settings, embedder=HashingEmbedder(256))
     return settings
@@ -287,7 +287,7 @@ def test_rag_ask_on_a_damaged_index_is_one_error_naming_the_fix(built, tmp_path)
 # -- concurrent builds ---------------------------------------------------------------------------------
 def test_three_concurrent_rag_index_runs_all_succeed_and_leave_one_good_index(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = make_settings(tmp_path)
+    settings = faults_settings(tmp_path)
     put_state(settings.seeds_dir, STATE_B)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(RAG_EMBEDDING_MODEL="hashing-256", RAG_SEEDS_DIR=str(settings.seeds_dir),
@@ -308,7 +308,7 @@ def test_three_concurrent_rag_index_runs_all_succeed_and_leave_one_good_index(tm
 
     expected = {rel: content_hash(text.encode()) for rel, text in STATE_B.items()}
     assert {k: v.content_hash for k, v in loaded.manifest.documents.items()} == expected
-    reference_settings = make_settings(tmp_path, index="index-ref")
+    reference_settings = faults_settings(tmp_path, index="index-ref")
     build_index(reference_settings, embedder=HashingEmbedder(256))
     assert snapshot(settings) == snapshot(reference_settings)
     builds = list((settings.index_dir / store.BUILDS).iterdir())

@@ -21,7 +21,7 @@ from rag.pipeline import Rag
 CONVERGE_SECONDS = 90.0
 
 
-def make_settings(tmp_path: Path) -> Settings:
+def watch_settings(tmp_path: Path) -> Settings:
     return Settings(
         _env_file=None,
         seeds_dir=tmp_path / "seeds",
@@ -97,7 +97,7 @@ class Watcher:
 
 def test_a_burst_of_a_thousand_file_events_converges(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = make_settings(tmp_path)
+    settings = watch_settings(tmp_path)
     seeds = settings.seeds_dir
     seeds.mkdir()
     (seeds / "anchor.txt").write_text("The anchor file names the Danube.\n", encoding="utf-8")
@@ -143,7 +143,7 @@ def _recreate(seeds: Path, files: dict[str, str], *, pause: float) -> None:
 @pytest.mark.parametrize("pause", [2.0, 0.0], ids=["gone-for-a-while", "swapped-at-once"])
 def test_a_seeds_folder_removed_and_recreated_is_watched_again(tmp_path, monkeypatch, pause):
     monkeypatch.chdir(tmp_path)
-    settings = make_settings(tmp_path)
+    settings = watch_settings(tmp_path)
     seeds = settings.seeds_dir
     seeds.mkdir()
     (seeds / "old.txt").write_text("The old folder speaks of Hekla.\n", encoding="utf-8")
