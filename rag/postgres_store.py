@@ -231,6 +231,7 @@ class PostgresStore:
         self._writer: Any = None  # the builder's connection, inside its transaction while building
         self._building = False
         self._closed = False
+        self._manifest_cache: tuple[str, Manifest] | None = None  # (build id, its manifest)
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -495,20 +496,29 @@ class PostgresStore:
         return None if row is None else str(row[0])
 
     def manifest(self) -> Manifest:
+        """The manifest of the build in use; read in full once per build (it lists every chunk id),
+        then answered from memory after a one-row check that the build is still the current one."""
+        live = self._building or getattr(self._local, "conn", None) is not None
+        cached = self._manifest_cache
+        if not live and cached is not None and self.current_build() == cached[0]:
+            return cached[1]
         row = self._fetchone(_MANIFEST_SQL)
         if row is None:
             raise IndexNotFoundError(
                 f"no index in the database at {self.where} (RAG_DATABASE_URL); "
                 "run `rag index` with RAG_STORE=postgres to build it"
             )
-        _build, fields, _created, chunk_count, documents = row
-        return Manifest.model_validate(
+        build, fields, _created, chunk_count, documents = row
+        manifest = Manifest.model_validate(
             {
                 **fields,
                 "chunk_count": chunk_count,
                 "documents": {path: DocumentEntry.model_validate(d) for path, d in sorted(documents.items())},
             }
         )
+        if not live:
+            self._manifest_cache = (str(build), manifest)
+        return manifest
 
     def _query_vector(self, vector: np.ndarray) -> np.ndarray:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -594,6 +604,22 @@ class PostgresStore:
         return None if row is None else row[0]
 
     def stats(self) -> StoreStats:
+        """Counts of the build in use (from its manifest, cheap once read; counted while building)."""
+        if not self._building and getattr(self._local, "conn", None) is None:
+            try:
+                manifest = self.manifest()
+            except IndexNotFoundError:
+                manifest = None
+            if manifest is not None and self._manifest_cache is not None:
+                return StoreStats(
+                    kind=self.kind,
+                    index_kind="hnsw",
+                    build=self._manifest_cache[0],
+                    documents=len(manifest.documents),
+                    chunks=manifest.chunk_count,
+                    dimension=manifest.dimension,
+                    parameters=self._parameters(),
+                )
         row = self._fetchone(
             "SELECT (SELECT id FROM rag_builds WHERE is_current), "
             "(SELECT dimension FROM rag_builds WHERE is_current), "
@@ -601,10 +627,6 @@ class PostgresStore:
             "(SELECT reloptions FROM pg_class WHERE oid = to_regclass('rag_chunks_embedding'))"
         )
         build, dimension, documents, chunks, options = row
-        parameters: dict[str, int | float | str] = {"vector_type": self.vector_type, "ef_search": self.hnsw_ef_search}
-        for option in options or ():
-            name, _, value = option.partition("=")
-            parameters[name] = int(value) if value.isdigit() else value
         return StoreStats(
             kind=self.kind,
             index_kind="hnsw",
@@ -612,8 +634,19 @@ class PostgresStore:
             documents=documents,
             chunks=chunks,
             dimension=dimension or self._dimension() or 0,
-            parameters=parameters,
+            parameters=self._parameters(options),
         )
+
+    def _parameters(self, options: Any = False) -> dict[str, int | float | str]:
+        """The HNSW index's parameters as built (its reloptions), the vector type and ef_search."""
+        if options is False:
+            row = self._fetchone("SELECT reloptions FROM pg_class WHERE oid = to_regclass('rag_chunks_embedding')")
+            options = row[0] if row else None
+        parameters: dict[str, int | float | str] = {"vector_type": self.vector_type, "ef_search": self.hnsw_ef_search}
+        for option in options or ():
+            name, _, value = option.partition("=")
+            parameters[name] = int(value) if value.isdigit() else value
+        return parameters
 
     # -- building ------------------------------------------------------------------------------
     def begin(self) -> None:

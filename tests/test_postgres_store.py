@@ -442,6 +442,8 @@ def test_a_streaming_replica_serves_what_the_primary_committed(pg_server, pg_dat
         while reader.current_build() != primary_build and time.monotonic() < deadline:
             time.sleep(0.05)
         assert reader.current_build() == primary_build
+        assert set(reader.manifest().documents) == {"a.txt", "b.txt"}  # not the manifest read before
+        assert reader.stats().build == primary_build and reader.stats().chunks == 2
         qvec = HashingEmbedder(256).embed(["glacier lagoon"])[0]
         assert reader.hybrid_search(qvec, "glacier lagoon", 1)[0].chunk.id == "v2-b.txt"
         assert reader.lexical_search("lagoon", 3)[0][0] == "v2-b.txt"
