@@ -268,24 +268,17 @@ class Result:
     citations: list[tuple[str, int, int, str, bool]] = field(default_factory=list)
 
 
-def _message_text(message: dict) -> str:
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def read_outputs(result: Result, question: Question, outputs: object) -> None:
     """Fill `result` from the send event's final outputs; anything broken or mixed is an error."""
+    from ui.state import message_text  # read as the chat's own handlers read a message
+
     values = outputs if isinstance(outputs, (list, tuple)) else (outputs,)
     chat = next((v for v in values if isinstance(v, list)), None)
     panel = next((v for v in values if isinstance(v, str) and "rag-panel-head" in v), "")
     if not chat or len(chat) < 2:
         result.error = f"no answer in the chat output: {str(outputs)[:200]}"
         return
-    asked, final = html.unescape(_message_text(chat[-2])), _message_text(chat[-1])
+    asked, final = html.unescape(message_text(chat[-2])), message_text(chat[-1])
     if squash(asked) != squash(question.text):
         result.error = f"mixed: the chat shows the question {asked[:80]!r}"
         return

@@ -75,17 +75,13 @@ def _print_report(report, as_json: bool) -> None:
         data = report.model_dump()
         print(json.dumps({k: data[k] for k in keys} | {"skipped": data["skipped"]}), flush=True)
         return
+    from rag.reporting import describe_report, report_changes
+
     if report.full_rebuild_reason:
         out.print(f"full rebuild: {report.full_rebuild_reason}")
-    for label in ("added", "changed", "removed"):
-        for path in getattr(report, label):
-            out.print(f"  {label:<9} {path}", highlight=False)
-    out.print(
-        f"{len(report.added)} added, {len(report.changed)} changed, {len(report.removed)} removed, "
-        f"{len(report.unchanged)} unchanged; {report.chunks} chunks, "
-        f"{report.embedded_chunks} embedded this run; {report.seconds:.2f}s",
-        highlight=False,
-    )
+    for label, path in report_changes(report):
+        out.print(f"  {label:<9} {path}", highlight=False)
+    out.print(describe_report(report), highlight=False)
 
 
 @app.command()
@@ -240,7 +236,7 @@ def serve(
     no_watch: bool = typer.Option(False, "--no-watch", help="Do not re-index when documents change."),
 ) -> None:
     """Serve the browser chat."""
-    from ui.app import serve as serve_ui
+    from ui.serving import serve as serve_ui
 
     settings = _settings(host=host, port=port, seeds_dir=seeds, index_dir=index_dir,
                          watch=False if no_watch else None)

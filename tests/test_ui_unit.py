@@ -1,4 +1,7 @@
-"""The chat's handlers and rendering, called directly over a hashing-embedder index (no browser)."""
+"""The chat's handlers, page and serving, called directly over a hashing-embedder index (no browser).
+
+The HTML itself is tested as pure functions in test_ui_rendering.py.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +14,18 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
+from fastapi import FastAPI  # noqa: E402
+
 from fakes import CORPUS, ScriptedGenerator, register_scripted, unregister, write_corpus  # noqa: E402
+from rag import generation  # noqa: E402
 from rag.pipeline import Rag  # noqa: E402
-from rag.types import Answer, Citation  # noqa: E402
-from ui import app as ui_app  # noqa: E402
-from ui.app import (  # noqa: E402
-    RESPOND_OUTPUTS,
-    STOP_OUTPUTS,
-    ChatHandlers,
-    Turn,
-    build_app,
-    exposure_warning,
-    launch_options,
-    render_answer,
-    serve,
-)
+from rag.types import Citation  # noqa: E402
+from ui import handlers as ui_handlers  # noqa: E402
+from ui import serving as ui_serving  # noqa: E402
+from ui.handlers import RESPOND_OUTPUTS, STOP_OUTPUTS, ChatHandlers  # noqa: E402
+from ui.layout import build_app  # noqa: E402
+from ui.serving import exposure_warning, launch_options, serve  # noqa: E402
+from ui.state import Turn, message_text  # noqa: E402
 
 UNSAFE = (
     'Tags like <script>alert("pwn")</script> & <b>bold</b> appear in the teapot manual.\n'
@@ -47,7 +47,7 @@ def frames(handlers: ChatHandlers, question: str, chat=(), turns=(), generator="
 
 
 def text_of(message: dict) -> str:
-    return ui_app._message_text(message)
+    return message_text(message)
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_build_app_has_the_stable_element_ids(rag):
 
 
 def test_answer_streams_then_shows_markers_matching_its_sources(handlers, scripted, monkeypatch):
-    monkeypatch.setattr(ui_app, "STREAM_FRAME_SECONDS", 0.0)
+    monkeypatch.setattr(ui_handlers, "STREAM_FRAME_SECONDS", 0.0)
     scripted.enqueue("Hekla erupted in 1947 [1]. Katla last erupted in 1918 [2].")
     out = frames(handlers, HEKLA, generator="scripted")
 
@@ -138,13 +138,6 @@ def test_document_text_is_escaped_everywhere(handlers, rag):
     viewer = handlers.passage(citation)
     assert "<script" not in viewer and "<b>bold" not in viewer
     assert "&lt;script&gt;alert(&quot;pwn&quot;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in viewer
-
-    answer = Answer(
-        question="q", text="It says <script>alert(1)</script> [1] and [9].", citations=[citation], generator="x"
-    )
-    rendered = render_answer(answer)
-    assert "<script" not in rendered and "&lt;script&gt;" in rendered
-    assert '<span class="rag-marker">[1]</span>' in rendered and "[9]" in rendered and ">[9]<" not in rendered
 
     first = frames(handlers, '<img src=x onerror="alert(1)"> teapot tags?')[0]
     assert "<img" not in text_of(first["chat"][0]) and "&lt;img" in text_of(first["chat"][0])
@@ -240,12 +233,12 @@ def test_endpoint_down_falls_back_with_a_visible_note(make_settings, in_tmp):
     last = frames(ChatHandlers(rag), HEKLA, generator="openai")[-1]
     message = text_of(last["chat"][-1])
     assert "rag-answer" in message
-    assert 'class="rag-note"' in message and "extractively" in message
+    assert 'class="rag-note"' in message and "extractive" in message.split('class="rag-note"')[1]
     assert "fallback from openai" in last["generator_note"]
 
 
 def test_stop_keeps_what_arrived_and_re_enables_sending(handlers, scripted, monkeypatch):
-    monkeypatch.setattr(ui_app, "STREAM_FRAME_SECONDS", 0.0)
+    monkeypatch.setattr(ui_handlers, "STREAM_FRAME_SECONDS", 0.0)
     scripted.enqueue("Hekla erupted in 1947 and again in 2000 [1] and it will erupt again.")
     running = handlers.respond(HEKLA, [], [], "scripted", 3)
     next(running)
@@ -311,11 +304,13 @@ def test_serve_warns_launches_and_stops_the_watcher(make_settings, in_tmp, monke
     def fake_launch(self, **kwargs):
         launched.update(kwargs)
         launched["watcher"] = next((t for t in threading.enumerate() if t.name == "rag-watch"), None)
+        self.app = launched["app"] = FastAPI()  # what Gradio serves the page from
         return None, f"http://{kwargs['server_name']}:{kwargs['server_port']}/", None
 
     monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
-    with caplog.at_level(logging.WARNING, logger="ui.app"):
+    monkeypatch.setattr(ui_serving, "extra_routes", lambda app, rag: launched.update(routes_on=(app, rag)))
+    with caplog.at_level(logging.WARNING, logger="ui.serving"):
         serve(make_settings(host="0.0.0.0", port=8124, watch=True, generator="extractive"))
 
     out = capsys.readouterr().out
@@ -323,6 +318,8 @@ def test_serve_warns_launches_and_stops_the_watcher(make_settings, in_tmp, monke
     assert any("RAG_AUTH" in r.getMessage() for r in caplog.records)
     assert launched["server_name"] == "0.0.0.0" and launched["auth"] is None
     assert launched["prevent_thread_lock"] is True
+    app, rag = launched["routes_on"]
+    assert app is launched["app"] and rag.settings.port == 8124, "extra routes join the served app"
     watcher = launched["watcher"]
     assert watcher is not None and watcher.daemon
     watcher.join(timeout=10)
@@ -355,3 +352,40 @@ def test_the_ask_api_returns_the_answer_as_json(rag, handlers, scripted):
 
     with pytest.raises(gr.Error, match="empty"):
         handlers.ask_api("   ")
+
+
+def test_a_question_the_library_rejects_leaves_the_chat_as_it_was(make_settings, in_tmp):
+    write_corpus(in_tmp / "seeds")
+    rag = Rag(make_settings(generator="extractive", relevance_floor=-1.0, max_question_chars=40))
+    rag.index()
+    handlers = ChatHandlers(rag)
+    earlier = frames(handlers, HEKLA)[-1]
+    too_long = "When did Hekla erupt, and how often has it erupted since then?"
+
+    with pytest.warns(UserWarning, match="characters; the limit is 40"):
+        out = frames(handlers, too_long, earlier["chat"], earlier["turns"])
+    last = out[-1]
+    assert last["chat"] == earlier["chat"] and last["question"] == too_long
+    assert is_skip(last["turns"]) and last["send"]["interactive"] is True and last["stop"]["interactive"] is False
+
+
+def test_warm_up_readies_the_backend_without_answering(make_settings, in_tmp, scripted):
+    created = []
+    generation.register("scripted", lambda settings, embedder: created.append(1) or scripted)
+    write_corpus(in_tmp / "seeds")
+    rag = Rag(make_settings(generator="scripted", relevance_floor=-1.0))
+    rag.index()
+
+    ui_serving._warm_up(rag)
+    assert created == [1] and scripted.requests == []
+
+    frames(ChatHandlers(rag), HEKLA, generator="scripted")
+    assert created == [1] and len(scripted.requests) == 1, "the first question reuses what was loaded"
+
+
+def test_warm_up_without_an_index_builds_nothing(make_settings, in_tmp, scripted):
+    write_corpus(in_tmp / "seeds")
+    rag = Rag(make_settings(generator="scripted"))
+    ui_serving._warm_up(rag)
+    assert not (in_tmp / "index").exists() or not any((in_tmp / "index").iterdir())
+    assert scripted.requests == []

@@ -3,22 +3,34 @@
     from rag.config import load_settings
     from ui import serve
     serve(load_settings())
+
+Modules: `state` (turns, background activity), `rendering` (the page's HTML, no Gradio),
+`handlers` (the events), `layout` (the page, `style.css`), `serving` (running it).
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# An offline product: no telemetry or update checks from Gradio (must be set before its import).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 __all__ = ["build_app", "serve"]
 
 if TYPE_CHECKING:
-    from ui.app import build_app, serve
+    from ui.layout import build_app
+    from ui.serving import serve
 
 
 def __getattr__(name: str) -> Any:
     # Gradio is a heavy import; load it only when the app is actually wanted.
-    if name in __all__:
-        from ui import app
+    if name == "build_app":
+        from ui.layout import build_app
 
-        return getattr(app, name)
+        return build_app
+    if name == "serve":
+        from ui.serving import serve
+
+        return serve
     raise AttributeError(name)

@@ -1,0 +1,172 @@
+"""The chat page: its components, their stable element ids, and which handler each event calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from rag.config import Settings
+from rag.pipeline import Rag
+from ui.handlers import RESPOND_OUTPUTS, STOP_OUTPUTS, ChatHandlers
+from ui.rendering import render_citations, render_viewer_message
+from ui.state import Activity
+
+TITLE = "Ask your documents"
+STATUS_REFRESH_SECONDS = 4.0
+
+THEME = gr.themes.Soft(
+    primary_hue="indigo",
+    neutral_hue="slate",
+    radius_size="md",
+    # System fonts only: the page must not reach out to a font CDN.
+    font=["Inter", "ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+)
+CSS = Path(__file__).with_name("style.css").read_text(encoding="utf-8")
+
+# The source cards re-render on every answer: one delegated listener on the panel handles them.
+_CITATIONS_JS = """
+element.addEventListener('click', (event) => {
+  const card = event.target.closest('[data-cite]');
+  if (!card || !element.contains(card)) return;
+  element.querySelectorAll('[data-cite]').forEach((el) => el.classList.toggle('active', el === card));
+  trigger('click', { cite: card.dataset.cite });
+});
+"""
+
+_INTRO = (
+    '<div id="header-inner"><h1><span class="rag-logo">◆</span>Ask your documents</h1>'
+    "<p>Answers come only from the indexed files, and every [n] marker points to the exact lines it was "
+    "taken from. Ask follow-ups in your own words; the conversation is taken into account.</p></div>"
+)
+
+Components = dict[str, gr.components.Component]
+
+
+def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
+    """The chat page over one Rag. Launch it with `launch(**launch_options(rag.settings))` (in
+    ui.serving) for the theme and styles (Gradio 6 takes them at launch)."""
+    handlers = ChatHandlers(rag, activity)
+    choices = rag.available_generators()
+    if rag.settings.generator not in choices:
+        choices.append(rag.settings.generator)
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.HTML(_INTRO, elem_id="header", js_on_load=None)
+        page: Components = {"turns": gr.State([])}
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=7, min_width=480):
+                page |= _chat_column()
+            with gr.Column(scale=3, min_width=300, elem_id="side-panel"):
+                page |= _side_panel(rag.settings, choices)
+        page["timer"] = gr.Timer(STATUS_REFRESH_SECONDS)
+        _wire_chat(page, handlers)
+        _wire_side_panel(demo, page, handlers, rag.settings)
+        gr.api(handlers.ask_api, api_name="ask", api_description="Answer a question from the documents, "
+               "with citations (file, lines, verified quote); JSON of rag.Answer.")
+    return demo
+
+
+def _chat_column() -> Components:
+    chat = gr.Chatbot(
+        elem_id="chat",
+        show_label=False,
+        height="58vh",
+        min_height=380,
+        placeholder=(
+            "**Ask a question about your documents.**  \n"
+            "Answers stream in as they are written; sources are listed under each answer."
+        ),
+        feedback_options=None,
+        buttons=["copy"],
+    )
+    with gr.Row(elem_id="composer"):
+        question = gr.Textbox(
+            elem_id="question",
+            show_label=False,
+            placeholder="Ask something… (Enter to send)",
+            lines=1,
+            max_lines=6,
+            scale=8,
+            autofocus=True,
+            container=False,
+        )
+        send = gr.Button("Send", elem_id="send", variant="primary", scale=0)
+        stop = gr.Button("Stop", elem_id="stop", variant="stop", scale=0, interactive=False)
+        clear = gr.Button("New chat", elem_id="clear", variant="secondary", scale=0)
+    gr.HTML('<div class="rag-section-title">Sources</div>', js_on_load=None)
+    citations = gr.HTML(render_citations(None, None), elem_id="answer-citations", js_on_load=_CITATIONS_JS)
+    viewer = gr.HTML(render_viewer_message(""), elem_id="passage-viewer", js_on_load=None)
+    return {"chat": chat, "question": question, "send": send, "stop": stop, "clear": clear,
+            "citations": citations, "viewer": viewer}
+
+
+def _side_panel(settings: Settings, choices: list[str]) -> Components:
+    gr.HTML('<div class="rag-section-title">Index</div>', js_on_load=None)
+    status = gr.HTML("", elem_id="status", js_on_load=None)
+    rebuild = gr.Button("Rebuild index", elem_id="rebuild", variant="secondary")
+    report = gr.HTML("", elem_id="rebuild-summary", js_on_load=None)
+    gr.HTML('<div class="rag-section-title">Answering</div>', js_on_load=None)
+    generator = gr.Radio(
+        choices,
+        value=settings.generator,
+        label="Generator",
+        info="auto: the OpenAI-compatible endpoint if set, else the local model, else extractive",
+        elem_id="generator",
+    )
+    generator_note = gr.HTML("", elem_id="generator-in-use", js_on_load=None)
+    top_k = gr.Slider(
+        1, max(20, settings.top_k), value=settings.top_k, step=1, label="Passages (top-k)", elem_id="top-k",
+    )
+    return {"status": status, "rebuild": rebuild, "report": report, "generator": generator,
+            "generator_note": generator_note, "top_k": top_k}
+
+
+def _wire_chat(page: Components, handlers: ChatHandlers) -> None:
+    """Asking, stopping, opening sources, new chat (private: the page's events are not the API)."""
+    chat, turns, citations, viewer = page["chat"], page["turns"], page["citations"], page["viewer"]
+    answering = gr.on(
+        triggers=[page["send"].click, page["question"].submit],
+        fn=handlers.respond,
+        inputs=[page["question"], chat, turns, page["generator"], page["top_k"]],
+        outputs=[page[name] for name in RESPOND_OUTPUTS],
+        show_progress="hidden",
+        trigger_mode="once",
+        api_visibility="private",
+    )
+    page["stop"].click(
+        handlers.stop,
+        inputs=[chat, turns],
+        outputs=[page[name] for name in STOP_OUTPUTS],
+        cancels=[answering],
+        queue=False,
+        api_visibility="private",
+    )
+
+    def open_citation(turn_list: list, evt: gr.EventData) -> str:
+        data = getattr(evt, "_data", None)
+        return handlers.open_citation(data.get("cite") if isinstance(data, dict) else None, turn_list)
+
+    def select_message(turn_list: list, evt: gr.SelectData) -> tuple[str, str]:
+        return handlers.select_message(evt.index, turn_list)
+
+    citations.click(open_citation, inputs=[turns], outputs=[viewer], api_visibility="private")
+    chat.select(select_message, inputs=[turns], outputs=[citations, viewer], api_visibility="private")
+    cleared = [chat, turns, citations, viewer, page["question"], page["send"], page["stop"]]
+    page["clear"].click(handlers.clear, outputs=cleared, cancels=[answering], api_visibility="private")
+    # The chat's own trash icon: forget the conversation behind it too.
+    chat.clear(handlers.clear, outputs=cleared, cancels=[answering], api_visibility="private")
+
+
+def _wire_side_panel(demo: gr.Blocks, page: Components, handlers: ChatHandlers, settings: Settings) -> None:
+    """Rebuild, the generator note, and the index status (refreshed by a timer and on load)."""
+    status, note = page["status"], page["generator_note"]
+    page["rebuild"].click(handlers.rebuild, outputs=[page["report"], status], api_visibility="private")
+    page["generator"].change(handlers.generator_note, inputs=[page["generator"]], outputs=[note],
+                             api_visibility="private")
+    page["timer"].tick(handlers.status_html, outputs=[status], show_progress="hidden", api_visibility="private")
+    # Filled when the page opens.
+    demo.load(handlers.status_html, outputs=[status], show_progress="hidden", api_visibility="private")
+    demo.load(lambda: handlers.generator_note(settings.generator), outputs=[note],
+              show_progress="hidden", api_visibility="private")

@@ -1,0 +1,111 @@
+"""Running the chat: launch options, the network safety check, live re-indexing and warm-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+
+from fastapi import FastAPI
+
+from rag.config import Settings
+from rag.errors import RagError
+from rag.pipeline import Rag
+from ui.layout import CSS, THEME, build_app
+from ui.state import Activity
+
+log = logging.getLogger(__name__)
+
+# Asked once at start-up and never answered: it only makes the library load what answering needs.
+WARM_UP_QUESTION = "What do the documents say?"
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """A warning when the chat would be reachable from other machines without a password."""
+    if is_loopback(settings.host) or settings.auth is not None:
+        return None
+    return (
+        f"serving on {settings.host}, which other machines can reach, without a password; "
+        "set RAG_AUTH=user:password (or bind to 127.0.0.1)"
+    )
+
+
+def launch_options(settings: Settings) -> dict:
+    """Keyword arguments for `Blocks.launch` from the settings (address, auth, look)."""
+    return {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "auth": settings.auth_pair(),
+        "auth_message": "This chat is protected: sign in with the RAG_AUTH credentials.",
+        "theme": THEME,
+        "css": CSS,
+        "footer_links": ["gradio", "settings"],
+        "ssr_mode": False,
+        "quiet": True,
+        "share": False,
+        "show_error": False,
+    }
+
+
+def extra_routes(app: FastAPI, rag: Rag) -> None:
+    """Where routes beside the chat are added (e.g. `app.include_router(router)`); none yet.
+
+    Called once the server's FastAPI app exists and before `serve` reports the chat as running.
+    """
+
+
+def _watch_forever(rag: Rag, activity: Activity, stop: threading.Event) -> None:
+    try:
+        rag.watch(activity.record_report, on_error=activity.record_error, stop_event=stop)
+    except Exception:  # the thread must say why it died
+        log.exception("live re-indexing stopped")
+
+
+def _warm_up(rag: Rag) -> None:
+    """Load the index, embedder and generator before the first question needs them.
+
+    `ask_stream` retrieves and readies the backend when called; the stream is closed unread, so
+    no answer is generated.
+    """
+    try:
+        rag.status()
+    except RagError:
+        return  # no index yet: the watcher (or the first question) builds it
+    try:
+        rag.ask_stream(WARM_UP_QUESTION, generator=rag.settings.generator).close()
+    except RagError as exc:
+        log.warning("warm-up: %s", exc)
+    except Exception:
+        log.exception("warm-up failed")
+
+
+def serve(settings: Settings) -> None:
+    """Serve the chat on settings.host:settings.port until interrupted, re-indexing on changes."""
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning(warning)
+        print(f"warning: {warning}", flush=True)
+    rag = Rag(settings)
+    activity = Activity(watching=settings.watch)
+    stop = threading.Event()
+    if settings.watch:
+        threading.Thread(target=_watch_forever, args=(rag, activity, stop), name="rag-watch", daemon=True).start()
+    demo = build_app(rag, activity=activity)
+    try:
+        _, local_url, _ = demo.launch(prevent_thread_lock=True, **launch_options(settings))
+        extra_routes(demo.app, rag)
+        print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
+        # Started only now: llama-cpp silences the whole process's stdout/stderr while it loads.
+        threading.Thread(target=_warm_up, args=(rag,), name="rag-warm-up", daemon=True).start()
+        demo.block_thread()
+    finally:
+        stop.set()
