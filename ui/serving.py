@@ -57,10 +57,13 @@ def launch_options(settings: Settings) -> dict:
 
 
 def extra_routes(app: FastAPI, rag: Rag) -> None:
-    """Where routes beside the chat are added (e.g. `app.include_router(router)`); none yet.
+    """Where routes beside the chat are added: the OpenAI-compatible `/v1` API.
 
     Called once the server's FastAPI app exists and before `serve` reports the chat as running.
     """
+    from rag.openai_api import mount_openai_api
+
+    mount_openai_api(app, rag)
 
 
 def _watch_forever(rag: Rag, activity: Activity, stop: threading.Event) -> None:
