@@ -19,7 +19,6 @@ import pytest
 
 import store_contract
 from fakes import CORPUS, write_corpus
-from rag.errors import IndexNotFoundError
 
 pytestmark = pytest.mark.integration
 
@@ -503,12 +502,6 @@ def test_a_database_without_an_index_says_how_to_build_one(pg_settings):
 
 
 # -- the product on top ----------------------------------------------------------------------------
-@pytest.mark.xfail(
-    raises=IndexNotFoundError,
-    strict=False,
-    reason="rag/index_handle.py answers from FAISS build folders only: with RAG_STORE=postgres it "
-    "has to open the store through rag.vectorstore.open_store",
-)
 def test_two_rag_processes_on_one_database_answer_from_the_seeds_and_see_each_others_edits(
     pg_settings, seeds_copy, real_embedder
 ):
