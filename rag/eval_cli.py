@@ -76,22 +76,34 @@ def qa(
     ),
     answerable: Optional[int] = typer.Option(None, "--answerable", help="Use only the first N answerable questions."),
     unanswerable: Optional[int] = typer.Option(None, "--unanswerable", help="Use only the first N unanswerable questions."),
+    titles: Optional[str] = typer.Option(
+        None, "--titles", help="tune or report: only questions about the first or the last half of the "
+        "titles, in file order (SQuAD 2.0: 8 articles each)."
+    ),
+    sample_size: Optional[int] = typer.Option(
+        None, "--sample", help="A fixed random sample of N answerable and N unanswerable questions (see --seed)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="The seed of --sample: the same seed gives the same questions."),
     sweep_floor: Optional[str] = typer.Option(
         None, "--sweep-floor", help="Comma-separated relevance floors: run once with the floor off, "
         "then report refusals at each value."
     ),
 ) -> None:
-    """Ask a question set and score retrieval, citations, keywords, refusals and ROUGE-L."""
+    """Ask a question set and score retrieval, citations, keywords, refusals and answers."""
     from rag.evaluation.qa import corpus_settings, evaluate_questions, load_questions, select
 
     settings = _settings(seeds_dir=seeds, index_dir=index_dir)
     if corpus is not None:
         settings = corpus_settings(corpus, settings, seeds=seeds, index=index_dir)
-    items = select(load_questions(file), answerable=answerable, unanswerable=unanswerable)
+    chosen = {"titles": titles, "sample": sample_size, "seed": seed if sample_size is not None else None,
+              "answerable": answerable, "unanswerable": unanswerable}
+    items = select(load_questions(file), answerable=answerable, unanswerable=unanswerable, titles=titles,
+                   sample_size=sample_size, seed=seed)
     with _Progress("asking") as progress:
         report = evaluate_questions(
             file, settings, generator=generator, top_k=top_k, mode=mode, items=items,
             sweep=_floors(sweep_floor) if sweep_floor else None, progress=progress,
+            selection={k: v for k, v in chosen.items() if v is not None},
         )
     data = report.to_dict()
     if as_json:
@@ -103,10 +115,18 @@ def qa(
 def _print_qa(data: dict) -> None:
     table = Table(title=f"{data['file']}: {data['generator']}, {data['mode']}, top {data['top_k']}",
                   caption="RR reciprocal rank; cite P/R citation precision/recall; kw keyword recall; "
-                  "R-L ROUGE-L; - not applicable")
-    columns = ("id", "hit@1", "hit@3", "hit@5", "mrr", "citation_precision", "citation_recall",
-               "keyword_recall", "rouge_l", "refused", "latency_s")
-    headers = ("id", "h@1", "h@3", "h@5", "RR", "cite P", "cite R", "kw", "R-L", "refused", "s")
+                  "R-L ROUGE-L; ans gold answer contained; all cited/retr all gold documents cited/"
+                  "retrieved; - not applicable")
+    columns = ["id", "hit@1", "hit@3", "hit@5", "mrr", "citation_precision", "citation_recall",
+               "keyword_recall", "rouge_l", "answer_contained", "all_gold_cited", "all_gold_retrieved",
+               "refused", "latency_s"]
+    headers = ["id", "h@1", "h@3", "h@5", "RR", "cite P", "cite R", "kw", "R-L", "ans", "all cited",
+               "all retr", "refused", "s"]
+    # The span and multi-document columns only where the set has them.
+    for optional in ("answer_contained", "all_gold_cited", "all_gold_retrieved"):
+        if all(q[optional] is None for q in data["questions"]):
+            del headers[columns.index(optional)]
+            columns.remove(optional)
     for header in headers:
         table.add_column(header, justify="left" if header == "id" else "right", no_wrap=True)
     for q in data["questions"]:
@@ -127,7 +147,7 @@ def _print_qa(data: dict) -> None:
     if data.get("floor_sweep"):
         sweep = Table(title="relevance floor sweep (floor off during the run)")
         for header in ("floor", "refusal_accuracy", "false_refusal_rate", "keyword_recall",
-                       "citation_recall", "rouge_l"):
+                       "citation_recall", "rouge_l", "answer_contained"):
             sweep.add_column(header, justify="right")
         for row in data["floor_sweep"]:
             sweep.add_row(*[_fmt(v) for v in row.values()])

@@ -1,4 +1,4 @@
-"""Pure metric functions: retrieval hits, citations, keywords, refusals, ROUGE-L, BEIR scores.
+"""Pure metric functions: retrieval hits, citations, keywords, refusals, answer spans, ROUGE-L, BEIR.
 
 Every function takes plain values and returns a float (or None when the metric is undefined for
 the input, e.g. precision of an answer that cites nothing), so each is testable by hand.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 
 # BEIR's headline metrics, spelled the way ranx names them.
@@ -53,6 +54,15 @@ def citation_recall(cited: Iterable[str], gold: Iterable[str]) -> float | None:
     return len(wanted & set(cited)) / len(wanted)
 
 
+def covers_all(items: Iterable[str], gold: Iterable[str]) -> float | None:
+    """1.0 when every gold item is among the items (all gold files cited or retrieved), else 0.0;
+    None when there is no gold item."""
+    wanted = set(gold)
+    if not wanted:
+        return None
+    return 1.0 if wanted <= set(items) else 0.0
+
+
 def keyword_recall(text: str, groups: Sequence[Sequence[str]]) -> float | None:
     """Share of keyword groups with any member in the text (case-insensitive); None if no groups."""
     if not groups:
@@ -88,6 +98,28 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     position = (len(ordered) - 1) * q / 100.0
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower-cased, punctuation and articles removed, whitespace squashed."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+
+
+def answer_contained(text: str, golds: Iterable[str]) -> float | None:
+    """1.0 when a normalised gold answer occurs in the normalised text as whole words, else 0.0;
+    None when no gold answer has any words.
+
+    Whole words, so that the gold answer "no" is not found in "north" nor "10th" in "110th".
+    """
+    spans = [g for g in (normalize_answer(gold) for gold in golds) if g]
+    if not spans:
+        return None
+    padded = f" {normalize_answer(text)} "
+    return 1.0 if any(f" {span} " in padded for span in spans) else 0.0
 
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")

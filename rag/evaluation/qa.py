@@ -1,18 +1,24 @@
-"""Answer quality on a question set: retrieval hits, citations, keywords, refusals, ROUGE-L.
+"""Answer quality on a question set: retrieval hits, citations, keywords, refusals, answers.
 
 A question file is JSON lines. Two shapes are accepted and may be mixed:
 
 * the seeds shape: ``question``, gold ``sources`` (file names relative to the seeds folder),
   ``keywords`` (a list of any-of groups) and ``unanswerable``;
-* the ClapNQ shape: ``question``, ``answerable``, ``answers`` (gold answers, scored with
-  ROUGE-L) and ``gold_doc_ids`` (documents of a corpus.jsonl, indexed as ``<id>.txt``).
+* the ClapNQ shape (also SQuAD 2.0 and HotpotQA): ``question``, ``answerable``, ``answers`` (gold
+  answers, scored with ROUGE-L) and ``gold_doc_ids`` (documents of a corpus.jsonl, indexed as
+  ``<id>.txt``), with an optional ``title`` (the article a question is about).
 
 Metrics that need gold sources, keywords or answers are averaged over the answerable questions
-that have them; a metric with nothing to average is None.
+that have them; a metric with nothing to average is None. Where the gold answers are short
+spans (SQuAD, HotpotQA; not ClapNQ's long answers), an answer counts as right when it contains
+one (`answer_contained`). Where a question needs two or more gold documents (HotpotQA), it
+counts whether all of them were cited and all of them retrieved.
 """
 
 from __future__ import annotations
 
+import random
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -25,8 +31,10 @@ from rag.config import Settings
 from rag.errors import ConfigError, RagError
 from rag.evaluation import corpus
 from rag.evaluation.metrics import (
+    answer_contained,
     citation_precision,
     citation_recall,
+    covers_all,
     distinct,
     false_refusal_rate,
     hit_at_k,
@@ -51,7 +59,14 @@ OVERALL_METRICS = (
     "keyword_recall",
     "refusal_accuracy",
     "false_refusal_rate",
+    "answer_contained",
+    "all_gold_cited",
+    "all_gold_retrieved",
 )
+# Gold answers are short spans when the median one has at most this many words (SQuAD 2.0 and
+# HotpotQA: 2; ClapNQ's long-form answers: 42); only then is containing one a fair check.
+SHORT_ANSWER_WORDS = 10
+HALVES = ("tune", "report")
 
 
 class QAItem(BaseModel):
@@ -65,6 +80,7 @@ class QAItem(BaseModel):
     keywords: list[list[str]] = Field(default_factory=list)
     answers: list[str] = Field(default_factory=list)
     unanswerable: bool = False
+    title: str | None = None  # the article the question is about (SQuAD 2.0)
 
 
 def _normalise_source(source: str) -> str:
@@ -97,6 +113,7 @@ def parse_item(record: dict, where: str) -> QAItem:
         keywords=groups,
         answers=[str(a) for a in answers if str(a).strip()],
         unanswerable=unanswerable,
+        title=str(record["title"]) if record.get("title") not in (None, "") else None,
     )
 
 
@@ -111,8 +128,50 @@ def load_questions(path: Path) -> list[QAItem]:
     return items
 
 
-def select(items: list[QAItem], *, answerable: int | None = None, unanswerable: int | None = None) -> list[QAItem]:
-    """The first N answerable and first M unanswerable questions (a fixed subset for slow runs)."""
+def title_half(items: list[QAItem], half: str) -> list[QAItem]:
+    """The questions about the first half ("tune") or the last half ("report") of the titles,
+    titles taken in file order (SQuAD 2.0's 16 articles: 8 and 8), so no article is in both."""
+    if half not in HALVES:
+        raise ConfigError(f"--titles: expected tune or report, got {half!r}")
+    if any(item.title is None for item in items):
+        raise ConfigError("--titles needs a `title` on every question, and some have none; "
+                          "leave out --titles for this set")
+    titles = distinct(item.title for item in items)
+    if len(titles) < 2:
+        raise ConfigError(f"--titles needs questions about two or more titles; this set has {len(titles)}")
+    middle = len(titles) // 2
+    chosen = set(titles[:middle] if half == "tune" else titles[middle:])
+    return [item for item in items if item.title in chosen]
+
+
+def sample(items: list[QAItem], n: int, seed: int) -> list[QAItem]:
+    """A fixed random sample of N answerable and N unanswerable questions (all of a kind when it
+    has fewer), in file order; the same items and seed always give the same questions."""
+    if n < 0:
+        raise ConfigError(f"--sample: expected a count of 0 or more, got {n}")
+    rng = random.Random(seed)
+    chosen: set[int] = set()
+    for unanswerable in (False, True):
+        positions = [i for i, item in enumerate(items) if item.unanswerable == unanswerable]
+        chosen.update(rng.sample(positions, min(n, len(positions))))
+    return [item for i, item in enumerate(items) if i in chosen]
+
+
+def select(
+    items: list[QAItem],
+    *,
+    answerable: int | None = None,
+    unanswerable: int | None = None,
+    titles: str | None = None,
+    sample_size: int | None = None,
+    seed: int = 0,
+) -> list[QAItem]:
+    """The questions to ask, narrowed in this order: one half of the titles, a seeded random
+    sample of each kind, then the first N answerable and first M unanswerable questions."""
+    if titles is not None:
+        items = title_half(items, titles)
+    if sample_size is not None:
+        items = sample(items, sample_size, seed)
     out, seen = [], {True: 0, False: 0}
     limits = {False: answerable, True: unanswerable}
     for item in items:
@@ -181,6 +240,9 @@ class QuestionScore:
     citation_recall: float | None
     keyword_recall: float | None
     rouge_l: float | None
+    answer_contained: float | None
+    all_gold_cited: float | None
+    all_gold_retrieved: float | None
     latency_s: float
     max_dense: float | None
     retrieved: list[str]
@@ -204,16 +266,31 @@ def strip_markers(text: str) -> str:
     return MARKER.sub("", text)
 
 
-def score(obs: Observation) -> QuestionScore:
-    """Per-question metrics; retrieval and citation metrics only for answerable questions."""
+def short_answers(items: Iterable[QAItem]) -> bool:
+    """Whether the gold answers are short spans: the median gold answer has at most
+    SHORT_ANSWER_WORDS words (decided for a whole set, so every question is scored alike)."""
+    lengths = [len(answer.split()) for item in items if not item.unanswerable for answer in item.answers]
+    return bool(lengths) and statistics.median(lengths) <= SHORT_ANSWER_WORDS
+
+
+def score(obs: Observation, *, spans: bool | None = None) -> QuestionScore:
+    """Per-question metrics; retrieval and citation metrics only for answerable questions.
+
+    `spans` says whether the set's gold answers are short spans (see `short_answers`); by
+    default this question's own answers decide.
+    """
     item = obs.item
     gold = item.sources if not item.unanswerable else []
     answerable = not item.unanswerable
     has_gold = answerable and bool(gold)
+    multi_gold = answerable and len(gold) >= 2
     hits = {f"hit@{k}": hit_at_k(obs.retrieved, gold, k) if has_gold else None for k in HIT_KS}
-    rouge = None
+    rouge = contained = None
     if answerable and item.answers:
-        rouge = 0.0 if obs.refused else rouge_l_best(strip_markers(obs.text), item.answers)
+        answer = strip_markers(obs.text)
+        rouge = 0.0 if obs.refused else rouge_l_best(answer, item.answers)
+        if spans if spans is not None else short_answers([item]):
+            contained = 0.0 if obs.refused else answer_contained(answer, item.answers)
     return QuestionScore(
         id=item.id,
         question=item.question,
@@ -225,6 +302,9 @@ def score(obs: Observation) -> QuestionScore:
         citation_recall=citation_recall(obs.cited, gold) if has_gold else None,
         keyword_recall=keyword_recall(obs.text, item.keywords) if answerable else None,
         rouge_l=rouge,
+        answer_contained=contained,
+        all_gold_cited=covers_all(obs.cited, gold) if multi_gold else None,
+        all_gold_retrieved=covers_all(obs.retrieved, gold) if multi_gold else None,
         latency_s=round(obs.latency, 4),
         max_dense=None if obs.max_dense is None else round(obs.max_dense, 4),
         retrieved=obs.retrieved,
@@ -251,6 +331,9 @@ def summarize(scores: Sequence[QuestionScore]) -> dict:
     overall["refusal_accuracy"] = refusal_accuracy(s.refused for s in unanswerable)
     overall["false_refusal_rate"] = false_refusal_rate(s.refused for s in answerable)
     overall["rouge_l"] = mean(s.rouge_l for s in answerable)
+    overall["answer_contained"] = mean(s.answer_contained for s in answerable)
+    overall["all_gold_cited"] = mean(s.all_gold_cited for s in answerable)
+    overall["all_gold_retrieved"] = mean(s.all_gold_retrieved for s in answerable)
     overall["latency_mean_s"] = mean(latencies)
     overall["latency_p50_s"] = percentile(latencies, 50)
     overall["latency_p95_s"] = percentile(latencies, 95)
@@ -264,8 +347,9 @@ def summarize(scores: Sequence[QuestionScore]) -> dict:
 def floor_sweep(observations: Sequence[Observation], floors: Iterable[float]) -> list[dict]:
     """Refusal accuracy / false refusals (and answer metrics) at each relevance floor."""
     rows = []
+    spans = short_answers(o.item for o in observations)
     for floor in floors:
-        overall = summarize([score(with_floor(o, floor)) for o in observations])
+        overall = summarize([score(with_floor(o, floor), spans=spans) for o in observations])
         rows.append(
             {
                 "floor": floor,
@@ -274,6 +358,7 @@ def floor_sweep(observations: Sequence[Observation], floors: Iterable[float]) ->
                 "keyword_recall": overall["keyword_recall"],
                 "citation_recall": overall["citation_recall"],
                 "rouge_l": overall["rouge_l"],
+                "answer_contained": overall["answer_contained"],
             }
         )
     return rows
@@ -291,9 +376,11 @@ class QAReport:
     index_dir: str
     observations: list[Observation] = field(repr=False)
     sweep: list[dict] | None = None
+    selection: dict | None = None  # how the questions were chosen (titles, sample, seed, first N)
 
     def scores(self) -> list[QuestionScore]:
-        return [score(o) for o in self.observations]
+        spans = short_answers(o.item for o in self.observations)
+        return [score(o, spans=spans) for o in self.observations]
 
     def to_dict(self) -> dict:
         scores = self.scores()
@@ -306,6 +393,7 @@ class QAReport:
             "embedding_model": self.embedding_model,
             "seeds_dir": self.seeds_dir,
             "index_dir": self.index_dir,
+            "selection": self.selection or {},
             "overall": summarize(scores),
             "questions": [s.to_dict() for s in scores],
         }
@@ -337,6 +425,7 @@ def evaluate_questions(
     sweep: Sequence[float] | None = None,
     embedder=None,
     progress: Callable[[int, int], None] | None = None,
+    selection: dict | None = None,
 ) -> QAReport:
     """Index the seeds folder (incrementally), ask every question, and collect the report.
 
@@ -368,4 +457,5 @@ def evaluate_questions(
         index_dir=str(settings.index_dir),
         observations=observations,
         sweep=floor_sweep(observations, sweep) if sweep is not None else None,
+        selection=selection,
     )
