@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rag.cli import app
+from rag.errors import ConfigError
 
 DOCS = {
     "bakery.txt": "The Rosewood bakery bakes sourdough bread every morning. "
@@ -107,3 +108,76 @@ def test_eval_beir_on_a_tiny_folder(env: Path):
     assert Path(data["seeds_dir"]).is_relative_to(env / "cache")
     # A second run reuses the index built by the first.
     assert _run(["eval", "beir", str(folder), "--json", "--cache", str(env / "cache")])["indexing"]["reused"]
+
+
+def test_eval_qa_scores_answer_spans_and_questions_with_two_gold_documents(env: Path):
+    questions = env / "multi.jsonl"
+    records = [
+        {"id": "m1", "question": "What is the starter of baker Marta Quill called, and who became world "
+         "chess champion in 2013?", "answerable": True, "gold_doc_ids": ["bakery", "chess"], "answers": ["Bubbles"]},
+        {"id": "m2", "question": "Which volcano's lava reached the ocean in 2018, and whom did Carlsen defend "
+         "the chess title against in 2018?", "answerable": True, "gold_doc_ids": ["volcano", "chess"],
+         "answers": ["Fabiano Caruana"]},
+    ]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    common = ["eval", "qa", str(questions), "--generator", "extractive", "--json",
+              "--seeds", str(env / "seeds"), "--index", str(env / "index")]
+    data = _run(common + ["--top-k", "3"])
+    for q in data["questions"]:
+        # Three passages of three files: both gold documents always retrieved.
+        assert q["all_gold_retrieved"] == 1.0
+        assert q["all_gold_cited"] == (1.0 if set(q["gold"]) <= set(q["cited"]) else 0.0)
+        answer = q["answer"].lower()
+        assert q["answer_contained"] == (1.0 if any(a.lower() in answer for a in records[int(q["id"][1]) - 1]["answers"]) else 0.0)
+    overall = data["overall"]
+    assert overall["all_gold_retrieved"] == 1.0
+    assert overall["all_gold_cited"] == sum(q["all_gold_cited"] for q in data["questions"]) / 2
+    assert overall["answer_contained"] == sum(q["answer_contained"] for q in data["questions"]) / 2
+    # One passage cannot hold two gold documents.
+    assert _run(common + ["--top-k", "1"])["overall"]["all_gold_retrieved"] == 0.0
+
+
+def _titled_set(env: Path) -> Path:
+    """Four titles in file order (Bakery, Chess, Volcano, Sourdough), one answerable and one
+    unanswerable question each."""
+    gold = {"Bakery": "bakery", "Chess": "chess", "Volcano": "volcano", "Sourdough": "bakery"}
+    records = []
+    for title, doc in gold.items():
+        records.append({"id": f"{title}-a", "question": f"What does the {doc} text say about {title.lower()}?",
+                        "answerable": True, "gold_doc_ids": [doc], "answers": [title], "title": title})
+        records.append({"id": f"{title}-u", "question": f"What is the price of {title.lower()} tickets in Oslo?",
+                        "answerable": False, "gold_doc_ids": [doc], "answers": [], "title": title})
+    path = env / "titled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_eval_qa_titles_and_seeded_sample(env: Path):
+    questions = _titled_set(env)
+    common = ["eval", "qa", str(questions), "--generator", "extractive", "--json",
+              "--seeds", str(env / "seeds"), "--index", str(env / "index")]
+    report = _run(common + ["--titles", "report"])
+    assert [q["id"] for q in report["questions"]] == ["Volcano-a", "Volcano-u", "Sourdough-a", "Sourdough-u"]
+    assert report["selection"] == {"titles": "report"}
+    tune = _run(common + ["--titles", "tune"])
+    assert [q["id"] for q in tune["questions"]] == ["Bakery-a", "Bakery-u", "Chess-a", "Chess-u"]
+
+    first = _run(common + ["--sample", "2", "--seed", "5"])
+    ids = [q["id"] for q in first["questions"]]
+    assert ids == [q["id"] for q in _run(common + ["--sample", "2", "--seed", "5"])["questions"]]
+    assert sum(q["unanswerable"] for q in first["questions"]) == 2 and len(ids) == 4
+    assert first["overall"]["answerable"] == 2 and first["selection"] == {"sample": 2, "seed": 5}
+    # Some seed draws another pair of questions (4 questions of each kind make 6 pairs).
+    assert any([q["id"] for q in _run(common + ["--sample", "2", "--seed", str(s)])["questions"]] != ids
+               for s in range(6, 9))
+    # All narrowings together: the report half, a sample of 1 + 1, then its first answerable only.
+    narrowed = _run(common + ["--titles", "report", "--sample", "1", "--seed", "5", "--unanswerable", "0"])
+    assert len(narrowed["questions"]) == 1 and narrowed["questions"][0]["id"] in ("Volcano-a", "Sourdough-a")
+
+
+def test_eval_qa_titles_on_a_set_without_titles_says_so(env: Path):
+    questions = env / "qa.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS), encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", "qa", str(questions), "--generator", "extractive", "--titles",
+                                      "report", "--seeds", str(env / "seeds"), "--index", str(env / "index")])
+    assert isinstance(result.exception, ConfigError) and "title" in str(result.exception)
