@@ -29,7 +29,7 @@ from rag.generation.deadline import DeadlineGenerator
 from rag.generation.fallback import FallbackGenerator
 from rag.index_handle import IndexHandle
 from rag.indexer import build_index
-from rag.prompting import build_request
+from rag.prompting import SYSTEM_PROMPT, build_request
 from rag.refusal import REFUSAL
 from rag.retrieval import Retriever
 from rag.selection import select
@@ -115,6 +115,28 @@ class Rag:
             if resolved not in self._generators:
                 self._generators[resolved] = generation.create(resolved, self.settings, self.embedder)
             return self._generators[resolved]
+
+    def warm_up(self, generator: str | None = None) -> Generator:
+        """Load what the first question needs (index, embedder, generator) and let a local model
+        read the fixed start of its prompt now: the saved corpus state when there is one (else
+        it is started in the background), otherwise the system prompt."""
+        try:
+            self.retriever()
+        except RagError:
+            self.embedder  # no index yet: the watcher or the first question builds it
+        gen = self.generator(generator)
+        chunks = self.handle.chunks() if self.handle.loaded else None
+        corpus = self.settings.prompt_context in ("auto", "corpus") and hasattr(gen, "save_prefix") and chunks
+        build = self.handle.build if corpus else ""
+        if corpus and self.corpus_cache.fits(build, chunks, gen.context_tokens, self.settings.llm_max_tokens):
+            state = self.corpus_cache.ready(build, gen.fingerprint)
+            if state is not None:
+                gen.preload(state)
+                return gen
+            self.corpus_cache.build_in_background(build, gen.fingerprint, chunks, gen.private_copy)
+        if hasattr(gen, "warm"):
+            gen.warm(SYSTEM_PROMPT)
+        return gen
 
     def available_generators(self) -> list[str]:
         return generation.available(self.settings)

@@ -139,6 +139,12 @@ class LlamaCppGenerator:
             self._llm.reset()  # type: ignore[attr-defined]
             self._llm.eval(tokens)  # type: ignore[attr-defined]
 
+    def preload(self, path: Path) -> None:
+        """Load a saved prefix state now (at start), so the first question does not wait for it."""
+        with self._lock:
+            if not self._prefix_in_memory(path):
+                self._ensure_prefix(path)
+
     def save_prefix(self, system: str, path: Path) -> int:
         """Read a chat start (system message) once and save its key/value state to `path`
         (written aside, then renamed). Returns the number of tokens saved."""
