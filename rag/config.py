@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # model's context (else as "windowed"); "windowed" = the best sentences with their
     # neighbours, up to prompt_budget_tokens; "passages" = the retrieved passages whole.
     prompt_context: Literal["auto", "corpus", "windowed", "passages"] = "passages"
-    prompt_budget_tokens: int = Field(300, ge=50, le=8000)
+    prompt_budget_tokens: int = Field(300, ge=20, le=8000)
     prompt_window: int = Field(1, ge=0, le=5)  # neighbouring sentences on each side
     # The local model refuses when the chance it gives to starting with the refusal is at least
     # this (its own doubt, read before it writes a word); 1 turns the check off. See docs/BENCHMARKS.md.
