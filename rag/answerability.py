@@ -1,0 +1,207 @@
+"""Answerability: do the retrieved passages hold the answer, or only something near it?
+
+Read after the select stage, from what retrieval and selection already computed (no model call):
+a few features, one calibrated score (a logistic model fitted by
+`benchmarks/tune_answerability.py` on SQuAD 2.0's tune half and ClapNQ), and a threshold
+(RAG_ANSWERABILITY_THRESHOLD). Below it the answer is a refusal. The features look for what
+makes a near-miss passage a near miss: question words it lacks, the name or number the question
+is about missing, a date asked for and none given, a "not" the passage does not share.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from pydantic import Field
+
+from rag.selection import POINTER_WORDS
+from rag.text import STOPWORDS, sentences, terms
+from rag.types import Frozen, Highlight, Hit, Selection
+
+# The numeric features the score reads, in the order of WEIGHTS.
+FEATURE_NAMES = (
+    "dense_top", "dense_gap", "sentence_score", "sentence_lexical", "selected", "terms_sentence",
+    "terms_window", "terms_passages", "rare_found", "names_window", "type_missing", "negation_mismatch",
+)
+# Fitted by benchmarks/tune_answerability.py (see docs/BENCHMARKS.md, "Answerability").
+WEIGHTS = (1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0)
+BIAS = -3.0
+
+_DATE_QUESTION = re.compile(
+    r"\bwhen\b|\b(what|which) (year|century|decade|date|month|day|era|period)\b|\bhow long ago\b")
+_NUMBER_QUESTION = re.compile(
+    r"\bhow (many|much|long|old|far|large|big|tall|high|often|fast|deep|wide)\b"
+    r"|\b(what|which) (percentage|percent|number|amount|proportion|size|population)\b")
+_PERSON_QUESTION = re.compile(r"^\W*(who|whom|whose)\b|\bwhom\b")
+_PLACE_QUESTION = re.compile(
+    r"^\W*where\b|\b(what|which) (country|city|state|region|place|continent|town|county|province|island)\b")
+_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+_DATE = re.compile(rf"\b\d{{3,4}}s?\b|\b\d+(st|nd|rd|th)\b|\b({_MONTHS})\b|\b[Cc]entur(y|ies)\b|\b(BC|BCE|AD|CE)\b")
+_NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
+                     r"forty|fifty|hundred|thousand|million|billion|dozen|half|several)\b", re.IGNORECASE)
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z\u00c0-\u024f'-]+")
+_PLACE = re.compile(r"\b(in|at|from|near|to|across|throughout|of)\s+(the\s+)?([A-Z][a-zA-Z\u00c0-\u024f'-]+)")
+_NEGATION = re.compile(r"n't\b|\b(not|never|no|none|nor|neither|cannot|without)\b", re.IGNORECASE)
+_WORD = re.compile(r"\w+")
+
+
+class Features(Frozen):
+    """What the decision reads: numbers in FEATURE_NAMES order, plus the words behind them."""
+
+    dense_top: float = 0.0  # cosine similarity of the best passage to the question
+    dense_gap: float = 0.0  # ... minus that of the second best
+    sentence_score: float = 0.0  # the select stage's score of its best sentence
+    sentence_lexical: float = 0.0  # rarity-weighted share of question terms in that sentence
+    selected: float = 0.0  # 1 when the select stage kept a sentence as an answer
+    terms_sentence: float = 0.0  # share of question terms in the best sentence
+    terms_window: float = 0.0  # ... in it and its neighbours
+    terms_passages: float = 0.0  # ... anywhere in the retrieved passages
+    rare_found: float = 0.0  # the rarest question term is in the best window
+    names_window: float = 1.0  # share of the question's names and numbers in the best window
+    type_missing: float = 0.0  # the question asks for a date/number/person/place; the window has none
+    negation_mismatch: float = 0.0  # the question says "not"/"never"; the window does not
+    asks_for: str | None = None  # "a date", "a number", "a person", "a place"
+    missing: tuple[str, ...] = ()  # question words and names not in the best window
+    rarest: str | None = None  # the question word fewest sentences share
+
+    def vector(self) -> list[float]:
+        return [float(getattr(self, name)) for name in FEATURE_NAMES]
+
+
+class Verdict(Frozen):
+    """Whether to answer: the score against the threshold, and why not when refused."""
+
+    answerable: bool
+    score: float
+    reasons: list[str] = Field(default_factory=list)
+
+
+def _question_words(question: str) -> dict[str, str]:
+    """Stemmed content term -> the question's own word for it (pointer words left out)."""
+    out: dict[str, str] = {}
+    for word in _WORD.findall(question):
+        for term in terms(word):
+            if term not in POINTER_WORDS:
+                out.setdefault(term, word)
+    if not out:  # a question made only of pointer words still has terms
+        out = {t: t for t in terms(question)}
+    return out
+
+
+def _names(question: str) -> set[str]:
+    """The stemmed names (capitalised words after the first) and numbers of the question."""
+    words = [m.group() for m in _NAME.finditer(question)] + re.findall(r"\w*\d\w*", question)
+    return {t for w in words if w.lower() not in STOPWORDS for t in terms(w)}
+
+
+def best_window(hits: list[Hit], best: Highlight) -> str:
+    """The best sentence with the sentences either side of it in its passage."""
+    text = hits[best.marker - 1].chunk.text
+    spans = sentences(text)
+    at = next((i for i, (s, e) in enumerate(spans) if s <= best.start < e), None)
+    if at is None:
+        return best.sentence
+    return text[spans[max(at - 1, 0)][0]: spans[min(at + 1, len(spans) - 1)][1]]
+
+
+def asks_for(question: str) -> str | None:
+    """The kind of answer the question's wording asks for, if it names one."""
+    lowered = question.lower()
+    for kind, pattern in (("a number", _NUMBER_QUESTION), ("a date", _DATE_QUESTION),
+                          ("a person", _PERSON_QUESTION), ("a place", _PLACE_QUESTION)):
+        if pattern.search(lowered):
+            return kind
+    return None
+
+
+def has_kind(kind: str | None, window: str, question: str) -> bool:
+    """Whether the window holds an answer of that kind (a name or place the question does not use)."""
+    if kind is None:
+        return True
+    if kind == "a date":
+        return bool(_DATE.search(window))
+    if kind == "a number":
+        return bool(_NUMBER.search(window))
+    known = {w.lower() for w in _WORD.findall(question)} | STOPWORDS
+    if kind == "a person":
+        return any(m.group().lower() not in known for m in _NAME.finditer(window))
+    return any(m.group(3).lower() not in known for m in _PLACE.finditer(window))
+
+
+def _lexical(q_terms: set[str], ranked: list[Highlight]) -> tuple[float, dict[str, int]]:
+    """The best sentence's rarity-weighted term share, as the select stage weighs it, and each
+    question term's sentence count."""
+    pool = [set(terms(h.sentence)) for h in ranked]
+    freq = {t: sum(t in ts for ts in pool) for t in q_terms}
+    weight = {t: math.log(1 + len(pool) / (1 + freq[t])) for t in q_terms}
+    total = sum(weight.values()) or 1.0
+    return sum(weight[t] for t in pool[0] & q_terms) / total, freq
+
+
+def features(question: str, hits: list[Hit], selection: Selection) -> Features:
+    """The answerability features of one question's retrieved passages and ranked sentences."""
+    dense = sorted((h.dense_score for h in hits if h.dense_score is not None), reverse=True)
+    top = {"dense_top": dense[0] if dense else 0.0,
+           "dense_gap": dense[0] - dense[1] if len(dense) > 1 else 0.0}
+    words = _question_words(question)
+    if not selection.ranked or not words:
+        return Features(**top, names_window=0.0, missing=tuple(words.values()))
+    best = selection.ranked[0]
+    q_terms = set(words)
+    lexical, freq = _lexical(q_terms, selection.ranked)
+    window = best_window(hits, best)
+    in_sentence, in_window = set(terms(best.sentence)), set(terms(window))
+    in_passages = set().union(*(terms(h.chunk.text) for h in hits))
+    rarest = min(sorted(q_terms), key=lambda t: freq[t])
+    names = _names(question)
+    kind = asks_for(question)
+    return Features(
+        **top,
+        sentence_score=best.score,
+        sentence_lexical=lexical,
+        selected=1.0 if selection.key else 0.0,
+        terms_sentence=len(q_terms & in_sentence) / len(q_terms),
+        terms_window=len(q_terms & in_window) / len(q_terms),
+        terms_passages=len(q_terms & in_passages) / len(q_terms),
+        rare_found=1.0 if rarest in in_window else 0.0,
+        names_window=len(names & in_window) / len(names) if names else 1.0,
+        type_missing=0.0 if has_kind(kind, window, question) else 1.0,
+        negation_mismatch=1.0 if _NEGATION.search(question) and not _NEGATION.search(window) else 0.0,
+        asks_for=kind,
+        missing=tuple(words[t] for t in sorted(q_terms - in_window, key=lambda t: freq[t])),
+        rarest=words[rarest],
+    )
+
+
+def score(f: Features) -> float:
+    """The chance the passages hold the answer, in [0, 1] (the fitted logistic model)."""
+    z = BIAS + sum(w * x for w, x in zip(WEIGHTS, f.vector()))
+    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+def reasons(f: Features) -> list[str]:
+    """Plain-words explanations of what lowered the score."""
+    out = []
+    if not f.selected:
+        out.append("no sentence of the passages matches the question well")
+    if f.rarest and not f.rare_found:
+        out.append(f"the best passage does not mention {f.rarest!r}")
+    if f.missing and f.terms_window < 1.0:
+        out.append("question words missing near the best sentence: " + ", ".join(f.missing[:5]))
+    if f.names_window < 1.0:
+        out.append("a name or number of the question is not near the best sentence")
+    if f.type_missing:
+        out.append(f"the question asks for {f.asks_for}; the best passage gives none")
+    if f.negation_mismatch:
+        out.append("the question is negated; the best passage is not")
+    return out
+
+
+def decide(question: str, hits: list[Hit], selection: Selection, threshold: float) -> Verdict:
+    """Answer when the score reaches the threshold (0 always answers); else refuse, with reasons."""
+    f = features(question, hits, selection)
+    value = round(score(f), 4)
+    if value >= threshold:
+        return Verdict(answerable=True, score=value)
+    return Verdict(answerable=False, score=value, reasons=reasons(f) or ["the passages match the question too loosely"])
