@@ -39,6 +39,10 @@ class IndexLockedError(IndexStoreError):
     """Another build holds the index lock."""
 
 
+class DatabaseUnavailableError(IndexStoreError):
+    """The database named by RAG_DATABASE_URL cannot be reached or refused the connection."""
+
+
 class EmbeddingError(RagError):
     """The embedding model could not be loaded or run."""
 
@@ -65,6 +69,7 @@ __all__ = [
     "IndexMismatchError",
     "IndexCorruptError",
     "IndexLockedError",
+    "DatabaseUnavailableError",
     "EmbeddingError",
     "QuestionError",
     "GeneratorError",

@@ -96,7 +96,7 @@ class WritableStore(ReadableStore, Protocol):
 # so FAISS is not loaded for PostgreSQL nor psycopg for FAISS.
 STORES = {
     "faiss": "rag.faiss_store:FaissStore",
-    "postgres": "rag.postgres_store:PostgresStore",
+    "postgres": "rag.postgres:PostgresStore",
 }
 
 

@@ -88,7 +88,7 @@ def _fields(documents) -> dict:
 
 def _write_build(url: str, paths_texts: dict[str, str], tag: str, **store_options) -> None:
     """Replace every document with one chunk per file, as one committed build."""
-    from rag.postgres_store import PostgresStore
+    from rag.postgres import PostgresStore
 
     chunks, vectors, documents = _entries(paths_texts, tag)
     with PostgresStore(url, writable=True, **store_options) as writer:
@@ -292,7 +292,7 @@ def test_halfvec_halves_the_vectors_and_a_type_change_converts_them(pg_settings,
 # -- one builder, many readers -----------------------------------------------------------------
 def test_a_second_builder_waits_for_the_first_then_gets_index_locked(pg_database):
     from rag.errors import IndexLockedError
-    from rag.postgres_store import PostgresStore
+    from rag.postgres import PostgresStore
 
     _write_build(pg_database, {"a.txt": "alpha"}, "v1")
     first = PostgresStore(pg_database, writable=True)
@@ -318,7 +318,7 @@ def test_a_second_builder_waits_for_the_first_then_gets_index_locked(pg_database
 
 def test_readers_see_the_old_build_or_the_new_never_a_mix(pg_database):
     from rag.embedding import HashingEmbedder
-    from rag.postgres_store import PostgresStore
+    from rag.postgres import PostgresStore
 
     old = {f"doc{i}.txt": f"alpha beta gamma shared words version one number {i}" for i in range(6)}
     new = {f"doc{i}.txt": f"alpha beta gamma shared words version two number {i}" for i in range(6)}
@@ -372,7 +372,7 @@ def test_readers_see_the_old_build_or_the_new_never_a_mix(pg_database):
 _KILLED_BUILDER = r"""
 import sys
 from rag.embedding import HashingEmbedder
-from rag.postgres_store import PostgresStore
+from rag.postgres import PostgresStore
 from rag.types import Chunk
 
 writer = PostgresStore(sys.argv[1], writable=True)
@@ -388,7 +388,7 @@ sys.stdin.read()  # hold the transaction open until killed
 
 def test_a_builder_killed_mid_transaction_leaves_the_previous_build_serving(pg_database):
     from rag.embedding import HashingEmbedder
-    from rag.postgres_store import PostgresStore
+    from rag.postgres import PostgresStore
 
     _write_build(pg_database, {"a.txt": "alpha volcano", "b.txt": "beta river"}, "v1")
     reader = PostgresStore(pg_database)
@@ -427,7 +427,7 @@ def test_a_builder_killed_mid_transaction_leaves_the_previous_build_serving(pg_d
 def test_a_streaming_replica_serves_what_the_primary_committed(pg_server, pg_database):
     from rag.embedding import HashingEmbedder
     from rag.errors import IndexStoreError
-    from rag.postgres_store import PostgresStore
+    from rag.postgres import PostgresStore
 
     _write_build(pg_database, {"a.txt": "alpha volcano"}, "v1")
     replica = pg_server.replica()
@@ -459,7 +459,7 @@ def test_an_unreachable_database_names_the_setting_and_never_the_password(make_s
     pytest.importorskip("psycopg")
     from pg_server import free_port
     from rag.errors import ConfigError, RagError
-    from rag.postgres_store import DatabaseUnavailableError
+    from rag.errors import DatabaseUnavailableError
     from rag.vectorstore import open_store
 
     url = f"postgresql://rag:s3cret-pw@127.0.0.1:{free_port()}/rag"
@@ -478,7 +478,7 @@ def test_an_unreachable_database_names_the_setting_and_never_the_password(make_s
 
 
 def test_a_reader_reconnects_once_after_the_server_drops_its_connection(pg_database):
-    from rag.postgres_store import PostgresStore
+    from rag.postgres import PostgresStore
 
     _write_build(pg_database, {"a.txt": "alpha volcano"}, "v1")
     reader = PostgresStore(pg_database)
