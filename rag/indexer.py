@@ -125,27 +125,35 @@ def _build(settings: Settings, force: bool, embedder: Embedder | None, progress:
     for line in scan.skipped:
         warn(f"skipped {line}")
     writer = open_store(settings, writable=True)
-    previous, unreadable = _previous_manifest(writer)
-    plan = plan_build(scan, previous, unreadable or rebuild_reason(previous, settings, model_id, force))
-    skipped = [*scan.skipped, *_note_unreadable(scan, plan, warn)]
-    if not plan.has_work:
-        _sweep(settings)
-        return IndexReport(
-            unchanged=plan.kept,
-            skipped=skipped,
-            chunks=previous.chunk_count if previous else 0,
-            seconds=round(time.perf_counter() - started, 3),
-        )
-    if plan.full_rebuild_reason:
-        warn(f"full rebuild: {plan.full_rebuild_reason}")
-    plan = _delete(writer, plan, scan, previous, warn)
-    embedder = embedder or get_embedder(settings.embedding_model)
-    collected = collect_chunks(scan, plan, settings, embedder, warn)
-    writer.add(collected.chunks, embed_chunks(collected.chunks, embedder, settings, progress))
-    kept = {rel: previous.documents[rel] for rel in plan.kept} if previous and plan.reuse else {}
-    documents = kept | collected.entries
-    manifest = writer.commit(manifest_fields(settings, embedder, documents, seconds=time.perf_counter() - started))
-    return _report(plan, collected, skipped, manifest, started)
+    try:
+        previous, unreadable = _previous_manifest(writer)
+        version = getattr(writer, "schema_version", store.SCHEMA_VERSION)
+        reason = unreadable or rebuild_reason(previous, settings, model_id, force, schema_version=version)
+        plan = plan_build(scan, previous, reason)
+        skipped = [*scan.skipped, *_note_unreadable(scan, plan, warn)]
+        if not plan.has_work:
+            _sweep(settings)
+            return IndexReport(
+                unchanged=plan.kept,
+                skipped=skipped,
+                chunks=previous.chunk_count if previous else 0,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        if plan.full_rebuild_reason:
+            warn(f"full rebuild: {plan.full_rebuild_reason}")
+        plan = _delete(writer, plan, scan, previous, warn)
+        embedder = embedder or get_embedder(settings.embedding_model)
+        collected = collect_chunks(scan, plan, settings, embedder, warn)
+        writer.add(collected.chunks, embed_chunks(collected.chunks, embedder, settings, progress))
+        kept = {rel: previous.documents[rel] for rel in plan.kept} if previous and plan.reuse else {}
+        documents = kept | collected.entries
+        manifest = writer.commit(manifest_fields(settings, embedder, documents, seconds=time.perf_counter() - started))
+        return _report(plan, collected, skipped, manifest, started)
+    finally:
+        # A store holding connections (PostgreSQL: the build's transaction and its lock) lets
+        # them go now, not when the garbage collector gets to it.
+        if hasattr(writer, "close"):
+            writer.close()
 
 
 # -- the steps -----------------------------------------------------------------------------------
@@ -164,14 +172,16 @@ def scan_seeds(seeds_dir) -> Scan:
     return Scan(files=files, unreadable=unreadable, skipped=tuple(f"{s.rel}: {s.reason}" for s in skips))
 
 
-def rebuild_reason(previous: Manifest | None, settings: Settings, model_id: str, force: bool) -> str | None:
-    """Why the store's build cannot be reused, or None when it can (or there is none)."""
+def rebuild_reason(previous: Manifest | None, settings: Settings, model_id: str, force: bool, *,
+                   schema_version: int = store.SCHEMA_VERSION) -> str | None:
+    """Why the store's build cannot be reused, or None when it can (or there is none);
+    `schema_version` is the format the store writes (its `schema_version`, FAISS's by default)."""
     if previous is None:
         return None
     if force:
         return "--force was given"
-    if previous.schema_version != store.SCHEMA_VERSION:
-        return f"the index format changed ({previous.schema_version} -> {store.SCHEMA_VERSION})"
+    if previous.schema_version != schema_version:
+        return f"the index format changed ({previous.schema_version} -> {schema_version})"
     if previous.embedding_model != model_id:
         return f"the embedding model changed ({previous.embedding_model} -> {model_id})"
     if (previous.chunk_tokens, previous.chunk_overlap) != (settings.chunk_tokens, settings.chunk_overlap):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import re
 
@@ -39,15 +40,17 @@ class Retriever:
         qvec = self.embedder.embed([query])[0]
         if mode == "hybrid" and hasattr(self.store, "hybrid_search"):  # one round trip (PostgreSQL)
             return _dedupe(self.store.hybrid_search(qvec, query, depth), top_k)
-        dense = self.store.search(qvec, depth) if mode in ("dense", "hybrid") else []
-        lexical = self.store.lexical_search(query, depth) if mode in ("bm25", "hybrid") else []
-        ranked = _fuse(dense, lexical, mode)
-        if not ranked:
-            return []
-        ids = [cid for cid, _ in ranked]
-        chunks = self.store.chunks(ids)
-        # The relevance floor reads the cosine whatever the ranking mode, so it is computed for all.
-        cosine = (self.store.vectors(ids) @ qvec).astype(float).tolist()
+        # Several reads: a store that serves builds committed meanwhile (PostgreSQL) pins one for them.
+        with getattr(self.store, "snapshot", contextlib.nullcontext)():
+            dense = self.store.search(qvec, depth) if mode in ("dense", "hybrid") else []
+            lexical = self.store.lexical_search(query, depth) if mode in ("bm25", "hybrid") else []
+            ranked = _fuse(dense, lexical, mode)
+            if not ranked:
+                return []
+            ids = [cid for cid, _ in ranked]
+            chunks = self.store.chunks(ids)
+            # The relevance floor reads the cosine whatever the ranking mode, so it is computed for all.
+            cosine = (self.store.vectors(ids) @ qvec).astype(float).tolist()
         bm25_by_id = dict(lexical)
         hits = [
             Hit(

@@ -241,6 +241,50 @@ def test_incremental_rebuild_rewrites_only_what_changed(corpus_settings, in_tmp,
     assert store.lexical_search("Hekla", 5) == [] and store.lexical_search("rye", 5)
 
 
+def _builders(url: str, *, settle: float = 5.0) -> int:
+    """How many builder connections (`rag-index`) the database still has, once closed ones left."""
+    query = ("SELECT count(*) FROM pg_stat_activity "
+             "WHERE application_name = 'rag-index' AND datname = current_database()")
+    deadline = time.monotonic() + settle
+    while (count := _sql(url, query)[0][0]) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a closed connection's server process takes a moment to exit
+    return count
+
+
+def test_a_build_lets_go_of_its_transaction_and_lock_however_it_ends(corpus_settings, in_tmp):
+    from rag.embedding import HashingEmbedder
+    from rag.errors import EmbeddingError
+    from rag.postgres import PostgresStore
+
+    class FailingEmbedder(HashingEmbedder):
+        def embed(self, texts, **kwargs):
+            raise EmbeddingError("the embedding model stopped")
+
+    url = corpus_settings.database_url.get_secret_value()
+    _build(corpus_settings)
+    assert not _build(corpus_settings).wrote and _builders(url) == 0  # nothing to do: nothing held
+    (in_tmp / "seeds" / "tea.txt").write_text("Green tea steeps for two minutes.\n", encoding="utf-8")
+    with pytest.raises(EmbeddingError) as caught:
+        _build(corpus_settings, embedder=FailingEmbedder(256))
+    # The error (and so the failed build's frames) is still held here: its store was closed anyway.
+    assert caught.traceback and _builders(url) == 0
+    with PostgresStore(url, writable=True, lock_timeout=0.5) as next_builder:
+        next_builder.begin()  # the lock is free at once
+    assert _build(corpus_settings).added == ["tea.txt"]
+
+
+def test_the_index_format_compared_is_the_store_s_own(corpus_settings, monkeypatch):
+    from rag import store as faiss_files
+    from rag.postgres import PostgresStore
+
+    _build(corpus_settings)
+    monkeypatch.setattr(faiss_files, "SCHEMA_VERSION", faiss_files.SCHEMA_VERSION + 6)
+    assert not _build(corpus_settings).wrote  # the FAISS files' format is not this store's
+    monkeypatch.setattr(PostgresStore, "schema_version", PostgresStore.schema_version + 1)
+    report = _build(corpus_settings)
+    assert report.wrote and report.full_rebuild_reason == "the index format changed (1 -> 2)"
+
+
 def test_another_embedding_model_is_refused_for_reading_and_rebuilt_from_scratch(corpus_settings, pg_settings):
     from rag.errors import IndexMismatchError
     from rag.vectorstore import open_store
@@ -367,6 +411,40 @@ def test_readers_see_the_old_build_or_the_new_never_a_mix(pg_database):
     snapshot_reader.close()
     for reader in readers:
         reader.close()
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25"])
+def test_a_search_during_a_commit_reads_one_build_and_never_fails(pg_database, mode):
+    """The retriever's reads (ranking, chunks, vectors) see one build even when another commits
+    between them: here the new build, with new chunk ids, commits right after the ranking."""
+    from rag.embedding import HashingEmbedder
+    from rag.postgres import PostgresStore
+    from rag.retrieval import Retriever
+
+    texts = {"a.txt": "alpha volcano erupted", "b.txt": "beta volcano ash"}
+    _write_build(pg_database, texts, "v1")
+    reader, writer = PostgresStore(pg_database), PostgresStore(pg_database, writable=True)
+    chunks, vectors, documents = _entries(texts, "v2")
+    writer.delete_documents(texts)
+    writer.add(chunks, vectors)
+    name = "search" if mode == "dense" else "lexical_search"
+    rank, committed = getattr(reader, name), []
+
+    def rank_then_commit(*args, **kwargs):
+        found = rank(*args, **kwargs)
+        if not committed:
+            committed.append(writer.commit(_fields(documents)))
+        return found
+
+    setattr(reader, name, rank_then_commit)
+    retriever = Retriever(reader, HashingEmbedder(256))
+    hits = retriever.search("volcano", top_k=2, mode=mode)
+    assert committed and reader.current_build() == writer.current_build()  # it did commit meanwhile
+    assert sorted(h.chunk.id for h in hits) == ["v1-a.txt", "v1-b.txt"]  # whole, from the first build
+    assert all(h.dense_score > 0 for h in hits)
+    assert sorted(h.chunk.id for h in retriever.search("volcano", top_k=2, mode=mode)) == ["v2-a.txt", "v2-b.txt"]
+    writer.close()
+    reader.close()
 
 
 _KILLED_BUILDER = r"""
