@@ -249,7 +249,6 @@ def _group_by_file(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[Chunked
         yield finish(current)
 
 
-
 def build_index_ray(
     settings,
     *,
@@ -265,22 +264,26 @@ def build_index_ray(
     Connects to `address` (`ray://...` or `host:port`) when given, else starts a local cluster
     (`num_cpus` of this machine); shuts Ray down at the end either way.
     """
-    import time
-
-    from filelock import FileLock, Timeout
-
     from rag import indexer
-    from rag.embedding import canonical_model_id, get_embedder
-    from rag.errors import IndexLockedError
-    from rag.types import DocumentEntry, IndexReport
-    from rag.vectorstore import open_store
 
     import_ray()  # say what to install before any work is done
     warn = warn or log.warning
     settings.require_seeds_dir()
     settings.index_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(settings.index_dir / ".lock"))
     timeout = indexer.LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    with _index_lock(settings.index_dir, timeout, warn):
+        cluster = {"address": address, "num_cpus": num_cpus, "actors": actors}
+        return _build(settings, cluster, force, warn)
+
+
+@contextlib.contextmanager
+def _index_lock(index_dir: Path, timeout: float, warn: Callable[[str], None]) -> Iterator[None]:
+    """The index folder's build lock, the one the plain indexer takes: one build at a time."""
+    from filelock import FileLock, Timeout
+
+    from rag.errors import IndexLockedError
+
+    lock = FileLock(str(index_dir / ".lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -289,18 +292,34 @@ def build_index_ray(
             lock.acquire(timeout=timeout)
         except Timeout:
             raise IndexLockedError(
-                f"another `rag index` has held {settings.index_dir / '.lock'} for {timeout:.0f}s; "
-                "wait for it or stop it"
+                f"another `rag index` has held {index_dir / '.lock'} for {timeout:.0f}s; wait for it or stop it"
             ) from None
     try:
-        started = time.perf_counter()
-        scan = indexer.scan_seeds(settings.seeds_dir)
-        for line in scan.skipped:
-            warn(f"skipped {line}")
-        writer = open_store(settings, writable=True)
+        yield
+    finally:
+        lock.release()
+
+
+def _build(settings, cluster: dict, force: bool, warn: Callable[[str], None]):
+    """The plain indexer's scan, plan and store writes, with the files to embed sent to Ray."""
+    import time
+
+    from rag import indexer, store
+    from rag.embedding import canonical_model_id, get_embedder
+    from rag.types import IndexReport
+    from rag.vectorstore import open_store
+
+    started = time.perf_counter()
+    scan = indexer.scan_seeds(settings.seeds_dir)
+    for line in scan.skipped:
+        warn(f"skipped {line}")
+    writer = open_store(settings, writable=True)
+    try:
         previous, unreadable = indexer._previous_manifest(writer)  # noqa: SLF001
+        version = getattr(writer, "schema_version", store.SCHEMA_VERSION)
         model_id = canonical_model_id(settings.embedding_model)
-        plan = indexer.plan_build(scan, previous, unreadable or indexer.rebuild_reason(previous, settings, model_id, force))
+        reason = unreadable or indexer.rebuild_reason(previous, settings, model_id, force, schema_version=version)
+        plan = indexer.plan_build(scan, previous, reason)
         skipped = [*scan.skipped, *indexer._note_unreadable(scan, plan, warn)]  # noqa: SLF001
         if not plan.has_work:
             indexer._sweep(settings)  # noqa: SLF001
@@ -314,51 +333,59 @@ def build_index_ray(
             warn(f"full rebuild: {plan.full_rebuild_reason}")
         plan = indexer._delete(writer, plan, scan, previous, warn)  # noqa: SLF001
         tasks = [FileTask(rel, str(scan.files[rel].source.path), scan.files[rel].digest) for rel in plan.to_embed]
-        entries: dict[str, DocumentEntry] = {}
-        failed: dict[str, str] = {}
-        embedded = 0
-        pending: list[ChunkedFile] = []
-
-        def flush() -> None:
-            chunks = [c for f in pending for c in f.chunks]
-            if chunks:
-                writer.add(chunks, np.concatenate([f.vectors for f in pending if f.chunks]))
-            pending.clear()
-
-        with ray_cluster(address, num_cpus=num_cpus) as ray:
-            for done in embed_files(ray, tasks, settings, actors=actors):
-                if done.error:
-                    warn(f"skipped {done.error}")
-                    failed[done.rel] = done.error
-                    continue
-                if not done.chunks:
-                    warn(f"{done.rel}: no text to index")
-                entries[done.rel] = DocumentEntry(path=done.rel, content_hash=done.content_hash,
-                                                  chunk_ids=[c.id for c in done.chunks], kind=done.kind)
-                embedded += len(done.chunks)
-                pending.append(done)
-                if sum(len(f.chunks) for f in pending) >= WRITE_BATCH:
-                    flush()
-            flush()
-        missing = [t.rel for t in tasks if t.rel not in entries and t.rel not in failed]
-        if missing:
-            raise RagError(f"the Ray cluster returned nothing for {len(missing)} files (first: {missing[0]}); "
-                           "nothing was committed, run `rag index --engine ray` again")
+        written = _embed_and_add(writer, tasks, settings, cluster, warn)
         kept = {rel: previous.documents[rel] for rel in plan.kept} if previous and plan.reuse else {}
         embedder = get_embedder(settings.embedding_model)  # model id, dimension, limit for the manifest
-        manifest = writer.commit(indexer.manifest_fields(settings, embedder, kept | entries,
+        manifest = writer.commit(indexer.manifest_fields(settings, embedder, kept | written.entries,
                                                          seconds=time.perf_counter() - started))
-        return IndexReport(
-            added=[rel for rel in plan.added if rel in entries],
-            changed=[rel for rel in plan.changed if rel in entries],
-            removed=sorted({*plan.removed, *(rel for rel in plan.changed if rel in failed)}),
-            unchanged=plan.kept,
-            skipped=[*skipped, *failed.values()],
-            chunks=manifest.chunk_count,
-            embedded_chunks=embedded,
-            seconds=round(time.perf_counter() - started, 3),
-            full_rebuild_reason=plan.full_rebuild_reason,
-            wrote=True,
-        )
+        collected = indexer.Collected(entries=written.entries, failed=written.failed)
+        report = indexer._report(plan, collected, skipped, manifest, started)  # noqa: SLF001
+        return report.model_copy(update={"embedded_chunks": written.embedded})
     finally:
-        lock.release()
+        if hasattr(writer, "close"):  # a database store's transaction and lock go now
+            writer.close()
+
+
+@dataclass
+class _Written:
+    """What the cluster sent back and the driver added to the store."""
+
+    entries: dict  # relative path -> DocumentEntry of the files chunked and embedded
+    failed: dict[str, str]  # relative path -> why it was skipped
+    embedded: int  # chunks embedded
+
+
+def _embed_and_add(writer, tasks: list[FileTask], settings, cluster: dict, warn: Callable[[str], None]) -> _Written:
+    """Chunk and embed the files on the cluster, adding what comes back to the store in batches."""
+    from rag.types import DocumentEntry
+
+    written = _Written(entries={}, failed={}, embedded=0)
+    pending: list[ChunkedFile] = []
+
+    def flush() -> None:
+        chunks = [c for f in pending for c in f.chunks]
+        if chunks:
+            writer.add(chunks, np.concatenate([f.vectors for f in pending if f.chunks]))
+        pending.clear()
+
+    with ray_cluster(cluster["address"], num_cpus=cluster["num_cpus"]) as ray:
+        for done in embed_files(ray, tasks, settings, actors=cluster["actors"]):
+            if done.error:
+                warn(f"skipped {done.error}")
+                written.failed[done.rel] = done.error
+                continue
+            if not done.chunks:
+                warn(f"{done.rel}: no text to index")
+            written.entries[done.rel] = DocumentEntry(path=done.rel, content_hash=done.content_hash,
+                                                      chunk_ids=[c.id for c in done.chunks], kind=done.kind)
+            written.embedded += len(done.chunks)
+            pending.append(done)
+            if sum(len(f.chunks) for f in pending) >= WRITE_BATCH:
+                flush()
+        flush()
+    missing = [t.rel for t in tasks if t.rel not in written.entries and t.rel not in written.failed]
+    if missing:
+        raise RagError(f"the Ray cluster returned nothing for {len(missing)} files (first: {missing[0]}); "
+                       "nothing was committed, run `rag index --engine ray` again")
+    return written
+
