@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(30, ge=0)
     watch_debounce_ms: int = Field(800, ge=50)
 
-    # Vector store: FAISS + BM25 files in index_dir, or PostgreSQL (rag/postgres_store.py)
+    # Vector store: FAISS + BM25 files in index_dir, or PostgreSQL (rag/postgres/)
     store: Literal["faiss", "postgres"] = "faiss"
     # FAISS index: exact (flat) up to faiss_flat_max chunks, approximate (HNSW) above; or forced.
     faiss_index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
