@@ -62,6 +62,17 @@ def _support(claims: list[str], passages: list[Hit], embedder: Embedder) -> np.n
     return sims
 
 
+def _with_marker(sentence: str, marker: int) -> str:
+    """The sentence with its markers replaced by one, where the model put its first one: after
+    the full stop or before it."""
+    first = MARKER.search(sentence)
+    after_stop = first is not None and sentence[: first.start()].rstrip()[-1:] in (".", "!", "?")
+    fixed = re.sub(r"[ \t]+([.,;:!?])", r"\1", MARKER.sub("", sentence)).rstrip()
+    if after_stop or not fixed or fixed[-1] not in ".!?":
+        return f"{fixed} [{marker}]"
+    return f"{fixed[:-1]} [{marker}]{fixed[-1]}"
+
+
 def correct_markers(text: str, passages: list[Hit], embedder: Embedder | None) -> str:
     """Re-point markers a model put on the wrong passage.
 
@@ -113,17 +124,8 @@ def correct_markers(text: str, passages: list[Hit], embedder: Embedder | None) -
             best = best_cover
         elif not (support < ATTRIBUTION_THRESHOLD <= row[best] and row[best] - support >= REPOINT_MARGIN):
             continue
-        sentence = text[start:end]
-        first = MARKER.search(sentence)
-        after_stop = first is not None and sentence[: first.start()].rstrip()[-1:] in (".", "!", "?")
-        fixed = re.sub(r"[ \t]+([.,;:!?])", r"\1", MARKER.sub("", sentence)).rstrip()
-        # The new marker goes where the model put its first one: after the full stop or before it.
-        if after_stop or not fixed or fixed[-1] not in ".!?":
-            fixed = f"{fixed} [{best + 1}]"
-        else:
-            fixed = f"{fixed[:-1]} [{best + 1}]{fixed[-1]}"
         out.append(text[pos:start])
-        out.append(fixed)
+        out.append(_with_marker(text[start:end], best + 1))
         pos = end
     out.append(text[pos:])
     return "".join(out)

@@ -75,46 +75,8 @@ class OpenAIGenerator:
                 if text:
                     said_something = True
                     yield text
-        except openai.AuthenticationError:
-            raise GeneratorUnavailableError(
-                f"the endpoint {self.base_url} rejected the API key; check RAG_OPENAI_API_KEY"
-            ) from None
-        except openai.NotFoundError:
-            raise GeneratorUnavailableError(
-                f"the endpoint {self.base_url} does not serve model {self.model!r} or has no "
-                "chat completions; check RAG_OPENAI_MODEL and RAG_OPENAI_BASE_URL"
-            ) from None
-        except openai.APITimeoutError:
-            raise GeneratorError(
-                f"the endpoint {self.base_url} did not answer in time; raise RAG_OPENAI_TIMEOUT "
-                "or check the server"
-            ) from None
-        except openai.APIConnectionError:
-            if said_something:
-                raise GeneratorError(
-                    f"the connection to {self.base_url} broke off while answering"
-                ) from None
-            raise GeneratorUnavailableError(
-                f"cannot reach {self.base_url}; check RAG_OPENAI_BASE_URL and that the server is running"
-            ) from None
-        except openai.RateLimitError:
-            raise GeneratorError(
-                f"the endpoint {self.base_url} is rate limiting (HTTP 429) after retries; try again later"
-            ) from None
-        except openai.APIStatusError as exc:
-            raise GeneratorError(
-                f"the endpoint {self.base_url} answered HTTP {exc.status_code}; check the server logs"
-            ) from None
-        except openai.APIError:
-            # An `error` event inside a 200 stream. Its text is the server's, so it is not echoed.
-            raise GeneratorError(
-                f"the endpoint {self.base_url} sent an error instead of an answer; check the server logs"
-            ) from None
-        except ValueError:
-            # The openai client parses each event with json.loads and lets the error through.
-            raise GeneratorError(
-                f"the endpoint {self.base_url} sent a malformed event; is it OpenAI-compatible?"
-            ) from None
+        except (openai.APIError, ValueError) as exc:
+            raise self._explain(exc, said_something) from None
         finally:
             if response is not None:
                 response.close()  # stopped early (deadline, user): free the connection now
@@ -124,3 +86,33 @@ class OpenAIGenerator:
             raise GeneratorError(
                 f"the endpoint {self.base_url} ended the stream before the answer was complete"
             )
+
+    def _explain(self, exc: Exception, said_something: bool) -> Exception:
+        """The product error for a client error, in plain words naming the setting to check."""
+        import openai
+
+        where = f"the endpoint {self.base_url}"
+        if isinstance(exc, openai.AuthenticationError):
+            return GeneratorUnavailableError(f"{where} rejected the API key; check RAG_OPENAI_API_KEY")
+        if isinstance(exc, openai.NotFoundError):
+            return GeneratorUnavailableError(
+                f"{where} does not serve model {self.model!r} or has no chat completions; "
+                "check RAG_OPENAI_MODEL and RAG_OPENAI_BASE_URL"
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return GeneratorError(f"{where} did not answer in time; raise RAG_OPENAI_TIMEOUT or check the server")
+        if isinstance(exc, openai.APIConnectionError):
+            if said_something:
+                return GeneratorError(f"the connection to {self.base_url} broke off while answering")
+            return GeneratorUnavailableError(
+                f"cannot reach {self.base_url}; check RAG_OPENAI_BASE_URL and that the server is running"
+            )
+        if isinstance(exc, openai.RateLimitError):
+            return GeneratorError(f"{where} is rate limiting (HTTP 429) after retries; try again later")
+        if isinstance(exc, openai.APIStatusError):
+            return GeneratorError(f"{where} answered HTTP {exc.status_code}; check the server logs")
+        if isinstance(exc, openai.APIError):
+            # An `error` event inside a 200 stream. Its text is the server's, so it is not echoed.
+            return GeneratorError(f"{where} sent an error instead of an answer; check the server logs")
+        # The openai client parses each event with json.loads and lets a ValueError through.
+        return GeneratorError(f"{where} sent a malformed event; is it OpenAI-compatible?")
