@@ -25,7 +25,7 @@ from ui import serving as ui_serving  # noqa: E402
 from ui.handlers import RESPOND_OUTPUTS, STOP_OUTPUTS, ChatHandlers  # noqa: E402
 from ui.layout import build_app  # noqa: E402
 from ui.serving import exposure_warning, launch_options, serve  # noqa: E402
-from ui.state import Turn, message_text  # noqa: E402
+from ui.state import Activity, Turn, message_text  # noqa: E402
 
 UNSAFE = (
     'Tags like <script>alert("pwn")</script> & <b>bold</b> appear in the teapot manual.\n'
@@ -94,7 +94,8 @@ def test_answer_streams_then_shows_markers_matching_its_sources(handlers, script
     assert "rag-thinking" in text_of(first["chat"][-1])
     assert first["send"]["interactive"] is False and first["stop"]["interactive"] is True
 
-    streamed = [text_of(f["chat"][-1]) for f in out[1:-1]]
+    assert "Reading 3 passages" in text_of(out[1]["chat"][-1]), "before a word: what is read"
+    streamed = [text_of(f["chat"][-1]) for f in out[2:-1]]
     assert len(streamed) >= 5, "pieces are shown as they arrive"
     assert all("rag-cursor" in s for s in streamed)
     assert "Hekla" in streamed[0] and "1918" not in streamed[0] and "1918" in streamed[-1]
@@ -242,6 +243,8 @@ def test_stop_keeps_what_arrived_and_re_enables_sending(handlers, scripted, monk
     scripted.enqueue("Hekla erupted in 1947 and again in 2000 [1] and it will erupt again.")
     running = handlers.respond(HEKLA, [], [], "scripted", 3)
     next(running)
+    reading = dict(zip(RESPOND_OUTPUTS, next(running)))  # what the model reads, before a word
+    assert "Reading" in text_of(reading["chat"][-1]) and "rag-cursor" not in text_of(reading["chat"][-1])
     partial = dict(zip(RESPOND_OUTPUTS, next(running)))
     next(running)
     running.close()  # what Gradio's cancel amounts to for the handler
@@ -376,8 +379,10 @@ def test_warm_up_readies_the_backend_without_answering(make_settings, in_tmp, sc
     rag = Rag(make_settings(generator="scripted", relevance_floor=-1.0))
     rag.index()
 
-    ui_serving._warm_up(rag)
+    activity = Activity()
+    ui_serving._warm_up(rag, activity)
     assert created == [1] and scripted.requests == []
+    assert activity.resolved("scripted") == "scripted" and activity.warming is None
 
     frames(ChatHandlers(rag), HEKLA, generator="scripted")
     assert created == [1] and len(scripted.requests) == 1, "the first question reuses what was loaded"
@@ -386,6 +391,36 @@ def test_warm_up_readies_the_backend_without_answering(make_settings, in_tmp, sc
 def test_warm_up_without_an_index_builds_nothing(make_settings, in_tmp, scripted):
     write_corpus(in_tmp / "seeds")
     rag = Rag(make_settings(generator="scripted"))
-    ui_serving._warm_up(rag)
+    ui_serving._warm_up(rag, Activity())
     assert not (in_tmp / "index").exists() or not any((in_tmp / "index").iterdir())
     assert scripted.requests == []
+
+
+def test_the_page_answers_while_the_model_warms_up_and_says_so(make_settings, in_tmp, scripted):
+    """Warm-up runs beside the page: status and answers are served meanwhile."""
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+
+    def warm(system: str) -> None:  # a local model reading its system prompt, slowly
+        started.set()
+        release.wait(30)
+
+    scripted.warm = warm
+    generation.register("scripted", lambda settings, embedder: scripted)
+    write_corpus(in_tmp / "seeds")
+    rag = Rag(make_settings(generator="scripted", relevance_floor=-1.0))
+    rag.index()
+    activity = Activity()
+    handlers = ChatHandlers(rag, activity=activity)
+    worker = threading.Thread(target=ui_serving._warm_up, args=(rag, activity), daemon=True)
+    worker.start()
+    try:
+        assert started.wait(10)
+        assert "Warming up the answering model" in handlers.status_html()
+        out = frames(handlers, HEKLA, generator="scripted")
+        assert out[-1]["turns"], "a question is answered while the warm-up runs"
+    finally:
+        release.set()
+        worker.join(10)
+    assert "Warming up" not in handlers.status_html()

@@ -123,6 +123,9 @@ class ChatHandlers:
     def _streamed(self, stream, chat: list) -> Generator[tuple, None, Answer]:
         """Show the pieces of `stream` as they arrive (a frame at most every STREAM_FRAME_SECONDS)."""
         text, shown = "", 0.0
+        if stream.status:  # before the first word: what the model is reading
+            chat[-1] = _assistant(render_streaming("", stream.status))
+            yield self._respond_out(chat=list(chat))
         try:
             for piece in stream:
                 text += piece
@@ -135,7 +138,7 @@ class ChatHandlers:
             stream.close()
         if stream.answer is None:  # only if the stream was closed from outside
             raise RagError("the answer was interrupted")
-        return stream.answer
+        return stream.result()
 
     def _failed(self, chat: list, message: str) -> tuple:
         gr.Warning(message)

@@ -39,10 +39,11 @@ def render_question(question: str) -> str:
     return _e(question)
 
 
-def render_streaming(text: str) -> str:
-    """An answer while it arrives: the text so far and a cursor (or a note before any text)."""
+def render_streaming(text: str, doing: str = "Searching the documents") -> str:
+    """An answer while it arrives: the text so far and a cursor, or before any text what is
+    happening (searching, reading N passages, writing)."""
     if not text:
-        return '<span class="rag-thinking">Searching the documents…</span>'
+        return f'<span class="rag-thinking">{_e(doing[:1].upper() + doing[1:])}…</span>'
     return f'{_e(text)}<span class="rag-cursor">▍</span>'
 
 
@@ -247,6 +248,8 @@ def render_status(status: IndexStatus | None, activity: Activity | None = None, 
 
 
 def _watch_line(activity: Activity | None) -> str:
+    if activity is not None and activity.warming:
+        return f'<div class="rag-watch rag-warming"><span class="rag-dot"></span>{_e(activity.warming)}</div>'
     if activity is None or not activity.watching:
         return ""
     line = "Watching the documents folder; edits are indexed automatically."

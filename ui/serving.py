@@ -11,13 +11,12 @@ from fastapi import FastAPI
 from rag.config import Settings
 from rag.errors import RagError
 from rag.pipeline import Rag
+from ui.idle import make_queue_sleep_when_idle
 from ui.layout import CSS, THEME, build_app
 from ui.state import Activity
 
 log = logging.getLogger(__name__)
 
-# Asked once at start-up and never answered: it only makes the library load what answering needs.
-WARM_UP_QUESTION = "What do the documents say?"
 
 
 def is_loopback(host: str) -> bool:
@@ -73,22 +72,19 @@ def _watch_forever(rag: Rag, activity: Activity, stop: threading.Event) -> None:
         log.exception("live re-indexing stopped")
 
 
-def _warm_up(rag: Rag) -> None:
-    """Load the index, embedder and generator before the first question needs them.
-
-    `ask_stream` retrieves and readies the backend when called; the stream is closed unread, so
-    no answer is generated.
-    """
+def _warm_up(rag: Rag, activity: Activity) -> None:
+    """Load the index, embedder and generator, and let a local model read the fixed start of its
+    prompt, before the first question needs them; the page says so meanwhile."""
+    selection = rag.settings.generator
+    activity.warming = "Warming up the answering model: the first answer may take longer."
     try:
-        rag.status()
-    except RagError:
-        return  # no index yet: the watcher (or the first question) builds it
-    try:
-        rag.ask_stream(WARM_UP_QUESTION, generator=rag.settings.generator).close()
+        activity.resolve(selection, rag.warm_up(selection).name)
     except RagError as exc:
         log.warning("warm-up: %s", exc)
     except Exception:
         log.exception("warm-up failed")
+    finally:
+        activity.warming = None
 
 
 def serve(settings: Settings) -> None:
@@ -106,9 +102,10 @@ def serve(settings: Settings) -> None:
     try:
         _, local_url, _ = demo.launch(prevent_thread_lock=True, **launch_options(settings))
         extra_routes(demo.app, rag)
+        make_queue_sleep_when_idle(demo._queue)
         print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
         # Started only now: llama-cpp silences the whole process's stdout/stderr while it loads.
-        threading.Thread(target=_warm_up, args=(rag,), name="rag-warm-up", daemon=True).start()
+        threading.Thread(target=_warm_up, args=(rag, activity), name="rag-warm-up", daemon=True).start()
         demo.block_thread()
     finally:
         stop.set()

@@ -35,6 +35,8 @@ class Activity:
         self.last_report_at: datetime | None = None
         self.last_error: str | None = None
         self._resolved: dict[str, str] = {}
+        # What the page says while the model loads and reads its fixed prompt (None when ready).
+        self.warming: str | None = None
 
     def record_report(self, report: IndexReport) -> None:
         """Keep a build's report for the status panel (a no-op check keeps the last real one)."""
