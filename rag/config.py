@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(60.0, gt=0)
     openai_retries: int = Field(2, ge=0, le=10)
     answer_deadline: float = Field(180.0, gt=0)
+    # Answers worked on at once when the backend can serve several (an OpenAI-compatible endpoint,
+    # the extractive backend); the local model answers one at a time, and the page shows each
+    # waiting question its place in the queue.
+    max_concurrent: int = Field(4, ge=1, le=64)
 
     # Serving
     host: str = "127.0.0.1"

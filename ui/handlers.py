@@ -64,6 +64,17 @@ class ChatHandlers:
         self.rag = rag
         self.activity = activity or Activity()
 
+    def concurrent_answers(self) -> int:
+        """How many answers the page works on at once: one for a local model (which reads one
+        prompt at a time; Gradio's queue shows the others their place), else RAG_MAX_CONCURRENT."""
+        from rag import generation
+
+        try:
+            resolved = generation.resolve_name(self.rag.settings.generator, self.rag.settings)
+        except RagError:
+            return 1
+        return self.rag.settings.max_concurrent if generation.parallel(resolved) else 1
+
     # -- asking --------------------------------------------------------------------------------
     def ask_api(self, question: str, generator: str = "", top_k: int = 0, mode: str = "") -> dict:
         """The server's API: one complete answer as JSON (the fields of `rag.Answer`).

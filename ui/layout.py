@@ -8,6 +8,8 @@ import gradio as gr
 
 from rag.config import Settings
 from rag.pipeline import Rag
+from ui.documents import REMOVE_OUTPUTS, UPLOAD_OUTPUTS, DocumentHandlers
+from ui.documents_view import render_uploads_off, upload_help
 from ui.handlers import RESPOND_OUTPUTS, STOP_OUTPUTS, ChatHandlers
 from ui.rendering import render_citations, render_viewer_message
 from ui.state import Activity
@@ -41,6 +43,15 @@ _INTRO = (
     "taken from. Ask follow-ups in your own words; the conversation is taken into account.</p></div>"
 )
 
+# Remove buttons in the documents list: one delegated listener, like the source cards.
+_REMOVE_JS = """
+element.addEventListener('click', (event) => {
+  const button = event.target.closest('[data-remove]');
+  if (!button || !element.contains(button)) return;
+  trigger('click', { remove: button.dataset.remove });
+});
+"""
+
 Components = dict[str, gr.components.Component]
 
 
@@ -60,9 +71,11 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
                 page |= _chat_column()
             with gr.Column(scale=3, min_width=300, elem_id="side-panel"):
                 page |= _side_panel(rag.settings, choices)
+                page |= _documents_panel(rag.settings)
         page["timer"] = gr.Timer(STATUS_REFRESH_SECONDS)
         _wire_chat(page, handlers)
         _wire_side_panel(demo, page, handlers, rag.settings)
+        _wire_documents(demo, page, DocumentHandlers(rag))
         gr.api(handlers.ask_api, api_name="ask", api_description="Answer a question from the documents, "
                "with citations (file, lines, verified quote); JSON of rag.Answer.")
     return demo
@@ -133,6 +146,7 @@ def _wire_chat(page: Components, handlers: ChatHandlers) -> None:
         outputs=[page[name] for name in RESPOND_OUTPUTS],
         show_progress="hidden",
         trigger_mode="once",
+        concurrency_limit=handlers.concurrent_answers(),
         api_visibility="private",
     )
     page["stop"].click(
@@ -170,3 +184,51 @@ def _wire_side_panel(demo: gr.Blocks, page: Components, handlers: ChatHandlers, 
     demo.load(handlers.status_html, outputs=[status], show_progress="hidden", api_visibility="private")
     demo.load(lambda: handlers.generator_note(settings.generator), outputs=[note],
               show_progress="hidden", api_visibility="private")
+
+
+def _documents_panel(settings: Settings) -> Components:
+    """Add documents (drop or pick several), the indexed ones with their chunk counts, remove one."""
+    parts: Components = {"remove_pending": gr.State(None)}
+    with gr.Accordion("Documents", open=True, elem_id="documents"):
+        if settings.uploads_enabled:
+            parts["doc_files"] = gr.File(label="Add documents", file_count="multiple", elem_id="doc-upload",
+                                         height=110)
+            gr.HTML(upload_help(settings.upload_types, settings.upload_max_mb, settings.upload_max_total_mb),
+                    js_on_load=None)
+        else:
+            gr.HTML(render_uploads_off(), elem_id="uploads-off", js_on_load=None)
+        parts["doc_progress"] = gr.HTML("", elem_id="documents-progress", js_on_load=None)
+        with gr.Group(visible=False, elem_id="remove-confirm") as parts["remove_confirm"]:
+            parts["remove_prompt"] = gr.HTML("", elem_id="remove-prompt", js_on_load=None)
+            with gr.Row():
+                parts["remove_yes"] = gr.Button("Remove", elem_id="remove-yes", variant="stop", size="sm")
+                parts["remove_no"] = gr.Button("Cancel", elem_id="remove-no", variant="secondary", size="sm")
+        parts["doc_list"] = gr.HTML("", elem_id="documents-list", js_on_load=_REMOVE_JS)
+    return parts
+
+
+def _wire_documents(demo: gr.Blocks, page: Components, docs: DocumentHandlers) -> None:
+    """Upload, remove (click, then confirm) and the list (on load, on the timer, after changes).
+
+    The upload event gets Gradio's file data as is (`preprocess=False`) so the browser's file name
+    reaches `rag.documents` to be checked; Gradio still refuses paths outside its upload folder.
+    Changes wait for each other in the handlers (shown as queued), not in Gradio's queue.
+    """
+    listing = page["doc_list"]
+    if "doc_files" in page:
+        files = page["doc_files"]
+        files.upload(docs.upload, inputs=[files], outputs=[page[n] for n in UPLOAD_OUTPUTS], preprocess=False,
+                     show_progress="hidden", concurrency_limit=None, api_visibility="private")
+
+    def ask_remove(evt: gr.EventData) -> tuple:
+        data = getattr(evt, "_data", None)
+        return docs.ask_remove(data.get("remove") if isinstance(data, dict) else None)
+
+    confirm = [page["remove_pending"], page["remove_confirm"], page["remove_prompt"]]
+    listing.click(ask_remove, outputs=confirm, api_visibility="private")
+    page["remove_no"].click(docs.cancel_remove, outputs=confirm, api_visibility="private")
+    page["remove_yes"].click(docs.remove, inputs=[page["remove_pending"]],
+                             outputs=[page[n] for n in REMOVE_OUTPUTS], show_progress="hidden",
+                             concurrency_limit=None, api_visibility="private")
+    page["timer"].tick(docs.listing, outputs=[listing], show_progress="hidden", api_visibility="private")
+    demo.load(docs.listing, outputs=[listing], show_progress="hidden", api_visibility="private")

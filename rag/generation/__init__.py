@@ -11,17 +11,32 @@ from rag.generation.base import GenerationRequest, Generator, Message
 
 Factory = Callable[[Settings, Embedder | None], Generator]
 _REGISTRY: dict[str, Factory] = {}
+_SERIAL: set[str] = set()
 AUTO = "auto"
 
 
-def register(name: str, factory: Factory) -> None:
-    """Make a backend available under a name (built-ins register exactly like plug-ins)."""
+def register(name: str, factory: Factory, *, parallel: bool = True) -> None:
+    """Make a backend available under a name (built-ins register exactly like plug-ins).
+
+    `parallel=False` says the backend answers one question at a time (a model in this process):
+    the page then queues questions and shows each its place instead of starting them together.
+    """
     _REGISTRY[name] = factory
+    if parallel:
+        _SERIAL.discard(name)
+    else:
+        _SERIAL.add(name)
+
+
+def parallel(name: str) -> bool:
+    """Whether a registered backend can work on several answers at once."""
+    return name not in _SERIAL
 
 
 def unregister(name: str) -> None:
     """Remove a backend registered under `name` (a plug-in unloading, or a test cleaning up)."""
     _REGISTRY.pop(name, None)
+    _SERIAL.discard(name)
 
 
 def names() -> list[str]:
@@ -89,7 +104,7 @@ def _extractive(settings: Settings, embedder: Embedder | None) -> Generator:
     return ExtractiveGenerator(embedder)
 
 
-register("llamacpp", _llamacpp)
+register("llamacpp", _llamacpp, parallel=False)
 register("openai", _openai)
 register("extractive", _extractive)
 
@@ -100,6 +115,7 @@ __all__ = [
     "GeneratorUnavailableError",
     "register",
     "unregister",
+    "parallel",
     "names",
     "create",
     "available",
