@@ -75,7 +75,7 @@ def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
         page["timer"] = gr.Timer(STATUS_REFRESH_SECONDS)
         _wire_chat(page, handlers)
         _wire_side_panel(demo, page, handlers, rag.settings)
-        _wire_documents(demo, page, DocumentHandlers(rag))
+        _wire_documents(demo, page, DocumentHandlers(rag), handlers)
         gr.api(handlers.ask_api, api_name="ask", api_description="Answer a question from the documents, "
                "with citations (file, lines, verified quote); JSON of rag.Answer.")
     return demo
@@ -207,18 +207,21 @@ def _documents_panel(settings: Settings) -> Components:
     return parts
 
 
-def _wire_documents(demo: gr.Blocks, page: Components, docs: DocumentHandlers) -> None:
-    """Upload, remove (click, then confirm) and the list (on load, on the timer, after changes).
+def _wire_documents(demo: gr.Blocks, page: Components, docs: DocumentHandlers, handlers: ChatHandlers) -> None:
+    """Upload, remove (click, then confirm) and the list (on load, on the timer, after changes;
+    the index status follows each change at once).
 
     The upload event gets Gradio's file data as is (`preprocess=False`) so the browser's file name
     reaches `rag.documents` to be checked; Gradio still refuses paths outside its upload folder.
     Changes wait for each other in the handlers (shown as queued), not in Gradio's queue.
     """
-    listing = page["doc_list"]
+    listing, status = page["doc_list"], page["status"]
+    quiet: dict = {"show_progress": "hidden", "api_visibility": "private"}
     if "doc_files" in page:
         files = page["doc_files"]
-        files.upload(docs.upload, inputs=[files], outputs=[page[n] for n in UPLOAD_OUTPUTS], preprocess=False,
-                     show_progress="hidden", concurrency_limit=None, api_visibility="private")
+        added = files.upload(docs.upload, inputs=[files], outputs=[page[n] for n in UPLOAD_OUTPUTS],
+                             preprocess=False, concurrency_limit=None, **quiet)
+        added.then(handlers.status_html, outputs=[status], **quiet)
 
     def ask_remove(evt: gr.EventData) -> tuple:
         data = getattr(evt, "_data", None)
@@ -227,8 +230,8 @@ def _wire_documents(demo: gr.Blocks, page: Components, docs: DocumentHandlers) -
     confirm = [page["remove_pending"], page["remove_confirm"], page["remove_prompt"]]
     listing.click(ask_remove, outputs=confirm, api_visibility="private")
     page["remove_no"].click(docs.cancel_remove, outputs=confirm, api_visibility="private")
-    page["remove_yes"].click(docs.remove, inputs=[page["remove_pending"]],
-                             outputs=[page[n] for n in REMOVE_OUTPUTS], show_progress="hidden",
-                             concurrency_limit=None, api_visibility="private")
-    page["timer"].tick(docs.listing, outputs=[listing], show_progress="hidden", api_visibility="private")
-    demo.load(docs.listing, outputs=[listing], show_progress="hidden", api_visibility="private")
+    removed = page["remove_yes"].click(docs.remove, inputs=[page["remove_pending"]],
+                                       outputs=[page[n] for n in REMOVE_OUTPUTS], concurrency_limit=None, **quiet)
+    removed.then(handlers.status_html, outputs=[status], **quiet)
+    page["timer"].tick(docs.listing, outputs=[listing], **quiet)
+    demo.load(docs.listing, outputs=[listing], **quiet)
