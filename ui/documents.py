@@ -129,16 +129,19 @@ class DocumentHandlers:
             states = [FileState(u.name, "refused", reason=UPLOADS_OFF) for u in uploads]
             yield render_file_states(states), gr.skip(), None
             return
-        waiting = not self._changing.acquire(blocking=False)
-        if waiting:
+        if self._changing.locked():
             yield self._progress(uploads, "queued"), gr.skip(), None
-            self._changing.acquire()
-        try:
-            yield self._progress(uploads, "indexing"), gr.skip(), None
+            self._wait()
+        yield self._progress(uploads, "indexing"), gr.skip(), None
+        with self._changing:
             states = self._add(uploads)
-        finally:
-            self._changing.release()
         yield render_file_states(states), self.listing(), gr.skip()
+
+    def _wait(self) -> None:
+        """Until the change in progress is done. The lock is never held across a `yield`: a page
+        closed mid-change must not leave it taken."""
+        with self._changing:
+            pass
 
     @staticmethod
     def _progress(uploads: list[Upload], state: str) -> str:
@@ -188,18 +191,19 @@ class DocumentHandlers:
             yield gr.skip(), gr.skip(), None, gr.update(visible=False), ""
             return
         hidden = (None, gr.update(visible=False), "")
-        if not self._changing.acquire(blocking=False):
+        if self._changing.locked():
             yield render_file_states([FileState(pending, "queued")], "Remove"), gr.skip(), *hidden
-            self._changing.acquire()
-        try:
-            yield render_file_states([FileState(pending, "removing")], "Remove"), gr.skip(), *hidden
-            try:
-                remove_documents([pending], self.rag.settings, embedder=self.rag.embedder, warn=log.warning)
-                state = FileState(pending, "removed")
-            except RagError as exc:
-                state = FileState(pending, "failed", reason=str(exc))
-            finally:
-                self.rag.handle.refresh()
-        finally:
-            self._changing.release()
+            self._wait()
+        yield render_file_states([FileState(pending, "removing")], "Remove"), gr.skip(), *hidden
+        with self._changing:
+            state = self._remove(pending)
         yield render_file_states([state], "Remove"), self.listing(), *hidden
+
+    def _remove(self, name: str) -> FileState:
+        try:
+            remove_documents([name], self.rag.settings, embedder=self.rag.embedder, warn=log.warning)
+            return FileState(name, "removed")
+        except RagError as exc:
+            return FileState(name, "failed", reason=str(exc))
+        finally:
+            self.rag.handle.refresh()
