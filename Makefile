@@ -103,6 +103,11 @@ bench: $(VENV)/.bench models
 	RAG_PROMPT_HIGHLIGHTS=false $(BIN)/rag eval qa $(CLAPNQ)/qa.jsonl --corpus $(CLAPNQ)/corpus.jsonl \
 	  --generator llamacpp --answerable 20 --unanswerable 0
 	$(BIN)/python benchmarks/bench_refusal_probability.py
+	$(BIN)/rag eval qa $(SHARED)/benchmarks/squad2/qa.jsonl --corpus $(SHARED)/benchmarks/squad2/corpus.jsonl \
+	  --generator extractive --titles report --sample 100 --seed 7
+	$(BIN)/rag eval qa $(SHARED)/benchmarks/hotpotqa/qa.jsonl --corpus $(SHARED)/benchmarks/hotpotqa/corpus.jsonl \
+	  --generator extractive
+	$(BIN)/python benchmarks/bench_multihop.py
 	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_embedding_roofline.py --batch-sizes 8,32,128
 	$(BIN)/python benchmarks/bench_query.py
