@@ -90,7 +90,8 @@ def qa(
     ),
 ) -> None:
     """Ask a question set and score retrieval, citations, keywords, refusals and answers."""
-    from rag.evaluation.qa import corpus_settings, evaluate_questions, load_questions, select
+    from rag.evaluation.qa import corpus_settings, evaluate_questions
+    from rag.evaluation.questions import load_questions, select
 
     settings = _settings(seeds_dir=seeds, index_dir=index_dir)
     if corpus is not None:

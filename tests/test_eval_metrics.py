@@ -8,19 +8,8 @@ import pytest
 
 from rag.evaluation import metrics
 from rag.errors import ConfigError
-from rag.evaluation.qa import (
-    Observation,
-    QAItem,
-    floor_sweep,
-    parse_item,
-    sample,
-    score,
-    select,
-    short_answers,
-    summarize,
-    title_half,
-    with_floor,
-)
+from rag.evaluation.qa import Observation, floor_sweep, score, summarize, with_floor
+from rag.evaluation.questions import QAItem, parse_item, sample, select, short_answers, title_half
 from rag.prompting import REFUSAL
 
 RANKED = ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"]
