@@ -52,6 +52,9 @@ def launch_options(settings: Settings) -> dict:
         "quiet": True,
         "share": False,
         "show_error": False,
+        # Gradio stores an upload before any handler sees it: nothing over the per-upload total is
+        # taken at all (the per-file limit is checked by rag.documents, which says which file).
+        "max_file_size": int(settings.upload_max_total_mb * 1024 * 1024),
     }
 
 
