@@ -112,6 +112,7 @@ bench: $(VENV)/.bench models
 	$(BIN)/python benchmarks/bench_embedding_roofline.py --batch-sizes 8,32,128
 	$(BIN)/python benchmarks/bench_query.py
 	$(BIN)/python benchmarks/bench_load.py --generator extractive
+	$(BIN)/python benchmarks/bench_load_openai.py
 	$(BIN)/python benchmarks/bench_load.py --generator llamacpp --warmup 600 --duration 1200
 
 # Fails on any known vulnerability. Offline, the vulnerability service cannot be reached and every
