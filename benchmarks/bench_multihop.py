@@ -66,6 +66,13 @@ def second_query(question: str, top, how: str, embedder) -> str:
     return f"{question} {text}"
 
 
+def _title_in(question: str, top) -> bool:
+    from rag.evaluation.metrics import normalize_answer
+
+    title = normalize_answer(top.chunk.text.strip().splitlines()[0].split(" (")[0])
+    return bool(title) and f" {title} " in f" {normalize_answer(question)} "
+
+
 def measure(limit: int | None) -> tuple[list[dict], dict]:
     from rag.config import load_settings
     from rag.evaluation import corpus, qa
@@ -93,6 +100,8 @@ def measure(limit: int | None) -> tuple[list[dict], dict]:
                 searches += 1
                 one = files(first)[:k]
                 row[f"{mode}@{k}"] = gold <= set(one)
+                if first and (mode, k) == ("hybrid", KS[0]):
+                    row["title_in_question"] = _title_in(item.question, first[0])
                 row[f"{mode}@{k}:any"] = bool(gold & set(one))
                 for how in HOPS:
                     query = second_query(item.question, first[0], how, rag.embedder) if first else item.question
@@ -112,6 +121,8 @@ def measure(limit: int | None) -> tuple[list[dict], dict]:
         "index_dir": str(settings.index_dir),
         "index_seconds": round(index_seconds, 1),
         "search_ms_mean": round(1000 * search_seconds / max(1, searches), 1),
+        # How often the hybrid top passage's title (less any "(...)") is named in the question.
+        "top_title_in_question": sum(bool(r.get("title_in_question")) for r in rows),
     }
     return rows, info
 
