@@ -98,6 +98,8 @@ class Rag:
         self._embedder = embedder
         self._lock = threading.RLock()
         self._generators: dict[str, Generator] = {}
+        # Answers generated at once (RAG_MAX_CONCURRENT), whoever asks: the page, the API, Python.
+        self._slots = threading.BoundedSemaphore(self.settings.max_concurrent)
         self.handle = IndexHandle(self.settings, lambda: self.embedder)
         self.corpus_cache = CorpusCache(self.settings.index_dir)
 
@@ -293,10 +295,11 @@ class Rag:
         first_token: list[float] = []
 
         def pieces() -> Iterator[str]:
-            for piece in gen.stream(request):
-                if not first_token:
-                    first_token.append(time.perf_counter())
-                yield piece
+            with self._slots:
+                for piece in gen.stream(request):
+                    if not first_token:
+                        first_token.append(time.perf_counter())
+                    yield piece
 
         def finish(raw: str, error: RagError | None) -> Answer:
             done = time.perf_counter()

@@ -388,3 +388,33 @@ def test_highlights_can_be_turned_off(make_settings, in_tmp, scripted):
     [request] = scripted.requests
     assert "Most relevant sentences" not in request.messages[1].content
     assert "Katla lies beneath the Myrdalsjokull glacier" in request.messages[1].content  # the passage itself
+
+
+def test_no_more_answers_are_generated_at_once_than_max_concurrent(make_settings, in_tmp):
+    import threading
+    import time as clock
+
+    write_corpus(in_tmp / "seeds")
+    running, peak, lock = [0], [0], threading.Lock()
+
+    class Slow(ScriptedGenerator):
+        def stream(self, request):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            clock.sleep(0.3)
+            yield "Katla last erupted in 1918 [1]."
+            with lock:
+                running[0] -= 1
+
+    register_scripted(Slow(), "slow")
+    try:
+        r = indexed(Rag(make_settings(chunk_tokens=24, chunk_overlap=0, generator="slow", max_concurrent=2)))
+        threads = [threading.Thread(target=r.ask, args=(KATLA,)) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        unregister("slow")
+    assert peak[0] == 2
