@@ -1,4 +1,4 @@
-"""Indexing on a Ray cluster: files read and chunked by Ray tasks, embedded by an actor pool.
+"""Indexing on a Ray cluster: files read and chunked, then embedded, by pools of Ray actors.
 
 `rag index --engine ray [--address ADDR]`. The plan (what changed since the last build) is the
 plain indexer's; Ray Data reads, parses and chunks the files to (re)embed, an actor pool of
@@ -59,13 +59,16 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None) -> I
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     if ray.is_initialized():
         raise RagError("Ray is already running in this process; shut it down before indexing with it")
+    # Ray's progress lines go to its log files, not the user's terminal.
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     try:
         if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, **options)
         else:
             temp = ray_temp_dir()
             temp.mkdir(parents=True, exist_ok=True)
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=str(temp))
+            ray.init(num_cpus=num_cpus, _temp_dir=str(temp), **options)
     except Exception as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise RagError(f"cannot start {where} ({type(exc).__name__}: {exc})") from None
@@ -100,9 +103,12 @@ class _ChunkFiles:
     """Ray Data stage: read and chunk a batch of files with the plain indexer's own chunk step
     (one row a chunk, one row for a file without chunks, one error row for a file that failed)."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, fields: dict) -> None:
+        from rag.config import Settings
         from rag.embedding import get_embedder
 
+        # Values of the driver's validated settings; the rest keep their defaults (unused here).
+        settings = Settings.model_construct(**fields)
         self.settings = settings
         # The model's tokenizer check: chunks are cut exactly as the plain path cuts them.
         self.embedder = get_embedder(settings.embedding_model)
@@ -192,23 +198,19 @@ def embed_files(ray, tasks: Sequence[FileTask], settings, *, actors: int | None 
         # and more actors than that only add model copies.
         threads = 2 if cpus >= 2 else 1
         pool, per_actor, device = actors or max(1, cpus // threads), {"num_cpus": threads}, "cpu"
-    # Workers get the settings without secrets (API key, login, database URL): only the model and
-    # the chunking matter there.
-    from pydantic import SecretStr
-
-    worker_settings = settings.model_copy(
-        update={name: None for name, value in settings if isinstance(value, SecretStr)}
-    )
+    # Workers get only what chunking needs, never a secret (API key, login, database URL).
+    fields = {name: getattr(settings, name) for name in ("embedding_model", "chunk_tokens", "chunk_overlap")}
     items = [{"rel": t.rel, "path": t.path, "hash": t.content_hash} for t in tasks]
     blocks = max(1, -(-len(items) // FILES_PER_BLOCK))
     dataset = (
         ray.data.from_items(items, override_num_blocks=blocks)
         .map_batches(
             _ChunkFiles,
-            fn_constructor_kwargs={"settings": worker_settings},
+            fn_constructor_kwargs={"fields": fields},
             batch_size=FILES_PER_BLOCK,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=1),
+            # Chunking is quick next to embedding: one chunker feeds about four embedders.
+            compute=ray.data.ActorPoolStrategy(size=max(1, pool // 4)),
             num_cpus=1,
         )
         .map_batches(
