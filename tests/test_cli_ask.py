@@ -127,3 +127,11 @@ def test_errors_are_one_line_and_exit_1(cli_seeds, monkeypatch, capsys, argv, me
     assert captured.out == ""
     assert "error:" in captured.err and message in " ".join(captured.err.split())
     assert "Traceback" not in captured.err
+
+
+def test_a_usage_error_is_one_message_and_exit_code_2(rag_cmd, cli_env):
+    import subprocess
+
+    out = subprocess.run([*rag_cmd, "index", "--bogus"], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "No such option: --bogus" in out.stderr and "Traceback" not in out.stderr + out.stdout
