@@ -91,16 +91,18 @@ def cases(rag, name: str, items: list) -> list[Case]:
 
 def tune_cases() -> list[Case]:
     """SQuAD 2.0's tune half (its first 8 titles) and all of ClapNQ."""
-    from rag.evaluation import qa
+    from rag.evaluation.questions import load_questions, title_half
 
-    squad = qa.title_half(qa.load_questions(SQUAD / "qa.jsonl"), "tune")
+    squad = title_half(load_questions(SQUAD / "qa.jsonl"), "tune")
     out = cases(open_rag(SQUAD), "squad2-tune", squad)
-    out += cases(open_rag(CLAPNQ), "clapnq", qa.load_questions(CLAPNQ / "qa.jsonl"))
+    out += cases(open_rag(CLAPNQ), "clapnq", load_questions(CLAPNQ / "qa.jsonl"))
     return out
 
 
-# Each weight keeps the sign its feature obviously has (+1 more answerable, -1 less).
-SIGNS = {"type_missing": -1, "negation_mismatch": -1}
+# Each weight keeps the sign its feature obviously has (+1 more answerable, -1 less; 0 either).
+# The lexical share is free: at a given sentence score, more lexical match means less meaning
+# match (the score mixes the two), which is no sign of an answer.
+SIGNS = {"type_missing": -1, "negated": -1, "negation_mismatch": -1, "sentence_lexical": 0, "dense_gap": 0}
 MAX_FALSE_REFUSALS = 0.08
 
 
@@ -130,7 +132,7 @@ def fit(x, y, *, l2: float = 1e-3, steps: int = 20000, rate: float = 0.5):
         p = 1.0 / (1.0 + np.exp(-(z @ w + b)))
         w -= rate * (z.T @ (p - y) / len(y) + l2 * w)
         b -= rate * float(np.mean(p - y))
-        w = np.where(w * signs < 0, 0.0, w)
+        w = np.where(w * signs < 0, 0.0, w)  # signs of 0 leave w free
     weights = w / sd
     return weights, b - float(np.sum(weights * mu))
 
@@ -166,9 +168,9 @@ def auc(scores, labels) -> float:
     """Area under the ROC curve: the chance an answerable question outscores an unanswerable one."""
     import numpy as np
 
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
+    values, inverse = np.unique(scores, return_inverse=True)
+    ends = np.cumsum(np.bincount(inverse, minlength=len(values)))
+    ranks = (ends - (np.bincount(inverse, minlength=len(values)) - 1) / 2)[inverse]  # ties share their mean rank
     pos = labels == 1
     n_pos, n_neg = pos.sum(), (~pos).sum()
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -15,18 +15,22 @@ import re
 
 from pydantic import Field
 
-from rag.selection import POINTER_WORDS
+from rag.selection import MAX_SENTENCES, POINTER_WORDS
 from rag.text import STOPWORDS, sentences, terms
 from rag.types import Frozen, Highlight, Hit, Selection
 
 # The numeric features the score reads, in the order of WEIGHTS.
 FEATURE_NAMES = (
-    "dense_top", "dense_gap", "sentence_score", "sentence_lexical", "selected", "terms_sentence",
-    "terms_window", "terms_passages", "rare_found", "names_window", "type_missing", "negation_mismatch",
+    "dense_top", "dense_gap", "sentence_score", "sentence_lexical", "selected", "key_sentences",
+    "terms_sentence", "terms_window", "terms_passages", "rare_found", "names_window", "type_missing",
+    "negated", "negation_mismatch",
 )
-# Fitted by benchmarks/tune_answerability.py (see docs/BENCHMARKS.md, "Answerability").
-WEIGHTS = (1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0)
-BIAS = -3.0
+# Fitted by benchmarks/tune_answerability.py on SQuAD 2.0's tune half and ClapNQ (see
+# docs/BENCHMARKS.md, "Answerability"). The lexical share weighs against: at a given sentence
+# score, more word overlap means less meaning overlap (the score mixes the two).
+WEIGHTS = (2.6001, 1.7991, 5.6130, -3.2674, 0.6199, 0.3210, 0.4474, 0.0000, 0.0000, 0.0353, 0.7457,
+           -0.3832, -1.2427, -1.8027)
+BIAS = -5.0243
 
 _DATE_QUESTION = re.compile(
     r"\bwhen\b|\b(what|which) (year|century|decade|date|month|day|era|period)\b|\bhow long ago\b")
@@ -54,13 +58,15 @@ class Features(Frozen):
     sentence_score: float = 0.0  # the select stage's score of its best sentence
     sentence_lexical: float = 0.0  # rarity-weighted share of question terms in that sentence
     selected: float = 0.0  # 1 when the select stage kept a sentence as an answer
+    key_sentences: float = 0.0  # how many it kept, over the most it keeps
     terms_sentence: float = 0.0  # share of question terms in the best sentence
     terms_window: float = 0.0  # ... in it and its neighbours
     terms_passages: float = 0.0  # ... anywhere in the retrieved passages
     rare_found: float = 0.0  # the rarest question term is in the best window
     names_window: float = 1.0  # share of the question's names and numbers in the best window
     type_missing: float = 0.0  # the question asks for a date/number/person/place; the window has none
-    negation_mismatch: float = 0.0  # the question says "not"/"never"; the window does not
+    negated: float = 0.0  # the question says "not"/"never"
+    negation_mismatch: float = 0.0  # ... and the window does not
     asks_for: str | None = None  # "a date", "a number", "a person", "a place"
     missing: tuple[str, ...] = ()  # question words and names not in the best window
     rarest: str | None = None  # the question word fewest sentences share
@@ -145,8 +151,9 @@ def features(question: str, hits: list[Hit], selection: Selection) -> Features:
     top = {"dense_top": dense[0] if dense else 0.0,
            "dense_gap": dense[0] - dense[1] if len(dense) > 1 else 0.0}
     words = _question_words(question)
+    negated = _NEGATION.search(question) is not None
     if not selection.ranked or not words:
-        return Features(**top, names_window=0.0, missing=tuple(words.values()))
+        return Features(**top, names_window=0.0, negated=float(negated), missing=tuple(words.values()))
     best = selection.ranked[0]
     q_terms = set(words)
     lexical, freq = _lexical(q_terms, selection.ranked)
@@ -161,13 +168,15 @@ def features(question: str, hits: list[Hit], selection: Selection) -> Features:
         sentence_score=best.score,
         sentence_lexical=lexical,
         selected=1.0 if selection.key else 0.0,
+        key_sentences=len(selection.key) / MAX_SENTENCES,
         terms_sentence=len(q_terms & in_sentence) / len(q_terms),
         terms_window=len(q_terms & in_window) / len(q_terms),
         terms_passages=len(q_terms & in_passages) / len(q_terms),
         rare_found=1.0 if rarest in in_window else 0.0,
         names_window=len(names & in_window) / len(names) if names else 1.0,
         type_missing=0.0 if has_kind(kind, window, question) else 1.0,
-        negation_mismatch=1.0 if _NEGATION.search(question) and not _NEGATION.search(window) else 0.0,
+        negated=1.0 if negated else 0.0,
+        negation_mismatch=1.0 if negated and not _NEGATION.search(window) else 0.0,
         asks_for=kind,
         missing=tuple(words[t] for t in sorted(q_terms - in_window, key=lambda t: freq[t])),
         rarest=words[rarest],
