@@ -6,12 +6,14 @@
 Tune data: SQuAD 2.0's tune half (its first 8 titles in file order) and all of ClapNQ, each
 question through the product's own retrieval and select stage over its corpus, indexed the way
 `rag eval qa --corpus` indexes it. SQuAD 2.0's report half (its last 8 titles) is never read here.
+The product's own dev set (../shared/eval/seeds_qa_dev.jsonl over seeds/) is not fitted on; it
+only bounds the threshold.
 
 The model is a logistic regression on the features of `rag.answerability.features`, fitted by
 gradient descent with each weight held to the sign its feature obviously has (more question words
 found never lowers the score), so the score stays monotone in them. The threshold is the highest
 one at which the extractive backend, with the decision applied, refuses at most 8 % of the
-answerable questions of each tune set.
+answerable questions of each tune set, and none of the dev set's answerable questions.
 
 Each question's retrieved passages and ranked sentences are cached as JSON lines next to the
 corpus's index under ~/.cache/rag/eval/<set>/ (keyed by index folder, top k and retrieval mode), so
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "benchmarks"
 SQUAD = SHARED / "squad2"
 CLAPNQ = SHARED / "clapnq"
+SEEDS_QA = ROOT.parent / "shared" / "eval" / "seeds_qa_dev.jsonl"
 
 
 @dataclass(frozen=True)
@@ -56,37 +59,58 @@ def open_rag(folder: Path):
     return rag
 
 
-def cases(rag, name: str, items: list) -> list[Case]:
-    """The retrieve + select output for each QAItem, read from the cache where it has it."""
-    from rag.selection import select
+def open_seeds():
+    """A Rag over the repository's seeds/, indexed in the evaluation cache (not in index/)."""
+    from rag.config import load_settings
+    from rag.evaluation.beir import index_folder
+    from rag.evaluation.corpus import cache_root
+    from rag.pipeline import Rag
+
+    base = load_settings()
+    index = index_folder(cache_root() / "eval" / "answerability-seeds", base)
+    rag = Rag(base.model_copy(update={"seeds_dir": ROOT / "seeds", "index_dir": index}))
+    rag.index()
+    return rag
+
+
+def cases(rag, name: str, items: list, *, cached: bool = True) -> list[Case]:
+    """The retrieve + select output for each QAItem, read from the cache where it has it (a
+    benchmark corpus never changes; the seeds folder may, so it is not cached)."""
     from rag.types import Hit, Selection
 
     s = rag.settings
     cache = Path(s.index_dir).parent / f"answerability-{Path(s.index_dir).name}-k{s.top_k}-{s.retrieval_mode}.jsonl"
     stored: dict[str, dict] = {}
-    if cache.exists():
+    if cached and cache.exists():
         for line in cache.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             stored[record["question"]] = record
     out = []
-    with cache.open("a", encoding="utf-8") as sink:
-        for n, item in enumerate(items, start=1):
-            question = rag.check_question(item.question)
-            record = stored.get(question)
-            if record is None:
-                hits = rag.retrieve(question)
-                selection = select(question, hits, rag.embedder)
-                record = {"question": question, "hits": [h.model_dump(mode="json") for h in hits],
-                          "selection": selection.model_dump(mode="json")}
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
-                stored[question] = record
-            if n % 200 == 0:
-                print(f"{name}: {n}/{len(items)}", file=sys.stderr, flush=True)
-            out.append(Case(set=name, id=item.id, question=question, answerable=not item.unanswerable,
-                            answers=list(item.answers), hits=[Hit.model_validate(h) for h in record["hits"]],
-                            selection=Selection.model_validate(record["selection"])))
+    for n, item in enumerate(items, start=1):
+        question = rag.check_question(item.question)
+        if question not in stored:
+            stored[question] = _observe(rag, question, cache if cached else None)
+        record = stored[question]
+        if n % 200 == 0:
+            print(f"{name}: {n}/{len(items)}", file=sys.stderr, flush=True)
+        out.append(Case(set=name, id=item.id, question=question, answerable=not item.unanswerable,
+                        answers=list(item.answers), hits=[Hit.model_validate(h) for h in record["hits"]],
+                        selection=Selection.model_validate(record["selection"])))
     return out
+
+
+def _observe(rag, question: str, cache: Path | None) -> dict:
+    """Retrieve and select for one question, as the pipeline does; appended to the cache."""
+    from rag.selection import select
+
+    hits = rag.retrieve(question)
+    selection = select(question, hits, rag.embedder)
+    record = {"question": question, "hits": [h.model_dump(mode="json") for h in hits],
+              "selection": selection.model_dump(mode="json")}
+    if cache is not None:
+        with cache.open("a", encoding="utf-8") as sink:
+            sink.write(json.dumps(record) + "\n")
+    return record
 
 
 def tune_cases() -> list[Case]:
@@ -99,10 +123,18 @@ def tune_cases() -> list[Case]:
     return out
 
 
-# Each weight keeps the sign its feature obviously has (+1 more answerable, -1 less; 0 either).
-# The lexical share is free: at a given sentence score, more lexical match means less meaning
-# match (the score mixes the two), which is no sign of an answer.
-SIGNS = {"type_missing": -1, "negated": -1, "negation_mismatch": -1, "sentence_lexical": 0, "dense_gap": 0}
+def dev_cases() -> list[Case]:
+    """The product's own dev questions over seeds/: they bound the threshold, nothing is fitted."""
+    from rag.evaluation.questions import load_questions
+
+    return cases(open_seeds(), "seeds-dev", load_questions(SEEDS_QA), cached=False)
+
+
+# Each weight keeps the sign its feature obviously has: +1 (more of it, more answerable) unless
+# listed. Left free, the lexical share comes out negative: SQuAD 2.0's unanswerable questions were
+# written by copying the paragraph's words, so they share more of them than answerable ones do, and
+# the model then doubts exactly the questions real users ask in the documents' own words.
+SIGNS = {"type_missing": -1, "negated": -1, "negation_mismatch": -1}
 MAX_FALSE_REFUSALS = 0.08
 
 
@@ -209,9 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     floor = load_settings().relevance_floor
-    items = tune_cases()
-    x, y = matrix(items)
+    fitted = tune_cases()
+    x, y = matrix(fitted)
     weights, bias = fit(x, y)
+    items = fitted + dev_cases()
+    x, _ = matrix(items)
     scores = 1.0 / (1.0 + np.exp(-(x @ weights + bias)))
     threshold = choose(items, scores, floor)
     table = figures(items, scores, threshold, floor)

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     retrieval_mode: RetrievalMode = "hybrid"
     relevance_floor: float = Field(0.22, ge=-1.0, le=1.0)
     # Refuse when rag.answerability scores the passages under this (0 turns the check off).
-    answerability_threshold: float = Field(0.275, ge=0.0, le=1.0)
+    answerability_threshold: float = Field(0.25, ge=0.0, le=1.0)
     max_question_chars: int = Field(2000, ge=10)
 
     # Generation
