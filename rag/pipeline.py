@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Callable, TypedDict, Unpack
 
 from rag import generation
+from rag.answerability import decide
 from rag.assembly import assemble
 from rag.config import Settings, load_settings
 from rag.conversation import condense
@@ -35,7 +36,7 @@ from rag.retrieval import Retriever
 from rag.selection import select
 from rag.store import read_manifest
 from rag.text import clean_question
-from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Timings
+from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Selection, Timings
 from rag.vectorstore import open_store
 from rag.verification import verify
 
@@ -209,14 +210,15 @@ class Rag:
             question, top_k=top_k or self.settings.top_k, mode=mode or self.settings.retrieval_mode
         )
 
-    def request_for(self, question: str, hits: list[Hit], gen: Generator) -> GenerationRequest:
+    def request_for(self, question: str, hits: list[Hit], gen: Generator,
+                    selection: Selection | None = None) -> GenerationRequest:
         """Select and prompt stages: what `gen` is asked, fitted to its context window.
 
         The context is, by RAG_PROMPT_CONTEXT: the whole corpus already read by the model (a
         small corpus and a model that can save what it read), the best sentences with their
         neighbours (windowed), or the retrieved passages whole.
         """
-        selection = select(question, hits, self.embedder)
+        selection = selection or select(question, hits, self.embedder)
         corpus = self._corpus_request(question, hits, selection.key, gen)
         if corpus is not None:
             return corpus
@@ -275,19 +277,24 @@ class Rag:
         draft = Draft(question=question, standalone=standalone, raw="", passages=[], hits=hits,
                       generator="", mode=mode)
         primary = self.generator(generator)
-        if not hits or max((h.dense_score or 0.0) for h in hits) < self.settings.relevance_floor:
-            # Nothing relevant enough: refuse without spending a model call.
+        relevant = bool(hits) and max((h.dense_score or 0.0) for h in hits) >= self.settings.relevance_floor
+        selection = select(standalone, hits, self.embedder) if relevant else None
+        verdict = decide(standalone, hits, selection, self.settings.answerability_threshold) if selection else None
+        if selection is None or (verdict is not None and not verdict.answerable):
+            # Nothing relevant enough, or the passages do not answer: refuse without a model call.
+            notes = [f"not answered: {'; '.join(verdict.reasons)}"] if verdict is not None else []
             refusal = draft.model_copy(update={
-                "raw": REFUSAL, "generator": primary.name,
+                "raw": REFUSAL, "generator": primary.name, "notes": notes,
                 "timings": Timings(retrieve=retrieved - started, total=time.perf_counter() - started),
             })
             return AnswerStream(iter([REFUSAL]), lambda _raw, _error: self._finish(refusal))
-        return self._generate(draft, primary, started, retrieved)
+        return self._generate(draft, primary, started, retrieved, selection)
 
-    def _generate(self, draft: Draft, primary: Generator, started: float, retrieved: float) -> AnswerStream:
+    def _generate(self, draft: Draft, primary: Generator, started: float, retrieved: float,
+                  selection: Selection) -> AnswerStream:
         """Generate stage (primary bounded by the answer deadline, the extractive backend behind
         it), then assemble and verify when the stream ends."""
-        request = self.request_for(draft.standalone, draft.hits, primary)
+        request = self.request_for(draft.standalone, draft.hits, primary, selection)
         limit = f"{self.settings.answer_deadline:g}s (RAG_ANSWER_DEADLINE)"
         bounded = DeadlineGenerator(primary, started + self.settings.answer_deadline, label=limit)
         extractive = self.generator("extractive")
