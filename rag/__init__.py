@@ -8,6 +8,7 @@ How one question is answered, stage by stage (each a module named for its role):
 
 1. retrieve  `rag.retrieval`     Retriever.search -> list[Hit]  (dense + BM25, fused)
 2. select    `rag.selection`     select(question, hits) -> Selection  (the sentences that answer)
+   decide    `rag.answerability` decide(...) -> Verdict  (refuse when the sentences do not answer)
 3. prompt    `rag.prompting`     build_request(...) -> GenerationRequest
 4. generate  `rag.generation`    Generator.stream(request) -> text pieces  (llamacpp, openai,
                                  extractive; FallbackGenerator, DeadlineGenerator)
