@@ -266,7 +266,7 @@ def test_client_streams_an_answer_with_citations_in_the_final_chunk(client):
 def test_client_follow_up_uses_the_history(client):
     first = client.chat.completions.create(model="rag", messages=[{"role": "user", "content": CLAUDE_QUESTION}])
     assert "Claude" in first.choices[0].message.content
-    follow_up = "Who makes it?"
+    follow_up = "What about its safety?"
     alone = client.chat.completions.create(model="rag", messages=[{"role": "user", "content": follow_up}])
     answer = client.chat.completions.create(model="rag", messages=[
         {"role": "system", "content": "Answer in French."},
@@ -274,9 +274,10 @@ def test_client_follow_up_uses_the_history(client):
         {"role": "assistant", "content": first.choices[0].message.content},
         {"role": "user", "content": follow_up},
     ]).choices[0].message
-    # "it" is Claude only through the conversation: alone, the question finds other passages.
-    assert "Claude" in answer.content and answer.citations
-    assert "Claude" not in alone.choices[0].message.content
+    # "it" is Claude only through the conversation: alone, the question finds other passages
+    # (answers are deterministic, so ignoring the history would give the same answer twice).
+    assert answer.refused is False and "Claude" in answer.content and answer.citations
+    assert answer.content != alone.choices[0].message.content
 
 
 @pytest.mark.integration
