@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from rag.openai_api import conversation, ChatMessage, mount_openai_api
+from rag.openai_api import ChatMessage, conversation, mount_openai_api
 from rag.pipeline import Rag
 from rag.prompting import REFUSAL
 
