@@ -48,6 +48,7 @@ _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w'-]+")  # Qwen3, Jean-Paul, O'N
 _PLACE = re.compile(r"\b(in|at|from|near|to|across|throughout|of)\s+(the\s+)?([A-Z][\w'-]+)")
 _NEGATION = re.compile(r"n't\b|\b(not|never|no|none|nor|neither|cannot|without)\b", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
+LOOSE = 0.4  # a best-passage similarity under this is named as a reason (it is under most answered ones)
 
 
 class Features(Frozen):
@@ -68,7 +69,8 @@ class Features(Frozen):
     negated: float = 0.0  # the question says "not"/"never"
     negation_mismatch: float = 0.0  # ... and the window does not
     asks_for: str | None = None  # "a date", "a number", "a person", "a place"
-    missing: tuple[str, ...] = ()  # question words and names not in the best window
+    missing: tuple[str, ...] = ()  # question words not in the best window, rarest first
+    missing_names: tuple[str, ...] = ()  # the question's names and numbers not in it
     rarest: str | None = None  # the question word fewest sentences share
 
     def vector(self) -> list[float]:
@@ -95,10 +97,10 @@ def _question_words(question: str) -> dict[str, str]:
     return out
 
 
-def _names(question: str) -> set[str]:
-    """The stemmed names (capitalised words after the first) and numbers of the question."""
+def _names(question: str) -> dict[str, str]:
+    """Stemmed name (a capitalised word after the first) or number of the question -> its word."""
     words = [m.group() for m in _NAME.finditer(question)] + re.findall(r"\w*\d\w*", question)
-    return {t for w in words if w.lower() not in STOPWORDS for t in terms(w)}
+    return {t: w for w in words if w.lower() not in STOPWORDS for t in terms(w)}
 
 
 def best_window(hits: list[Hit], best: Highlight) -> str:
@@ -173,13 +175,14 @@ def features(question: str, hits: list[Hit], selection: Selection) -> Features:
         terms_window=len(q_terms & in_window) / len(q_terms),
         terms_passages=len(q_terms & in_passages) / len(q_terms),
         rare_found=1.0 if rarest in in_window else 0.0,
-        names_window=len(names & in_window) / len(names) if names else 1.0,
+        names_window=len(names.keys() & in_window) / len(names) if names else 1.0,
         type_missing=0.0 if has_kind(kind, window, question) else 1.0,
         negated=1.0 if negated else 0.0,
         negation_mismatch=1.0 if negated and not _NEGATION.search(window) else 0.0,
         asks_for=kind,
         missing=tuple(words[t] for t in sorted(q_terms - in_window, key=lambda t: freq[t])),
         rarest=words[rarest],
+        missing_names=tuple(dict.fromkeys(w for t, w in names.items() if t not in in_window)),
     )
 
 
@@ -190,21 +193,22 @@ def score(f: Features) -> float:
 
 
 def reasons(f: Features) -> list[str]:
-    """Plain-words explanations of what lowered the score."""
-    out = []
-    if not f.selected:
-        out.append("no sentence of the passages matches the question well")
-    if f.rarest and not f.rare_found:
-        out.append(f"the best passage does not mention {f.rarest!r}")
-    if f.missing and f.terms_window < 1.0:
-        out.append("question words missing near the best sentence: " + ", ".join(f.missing[:5]))
-    if f.names_window < 1.0:
-        out.append("a name or number of the question is not near the best sentence")
-    if f.type_missing:
-        out.append(f"the question asks for {f.asks_for}; the best passage gives none")
-    if f.negation_mismatch:
-        out.append("the question is negated; the best passage is not")
-    return out
+    """Plain-words explanations of what lowered the score (only what the fitted model weighs)."""
+    weight = dict(zip(FEATURE_NAMES, WEIGHTS))
+    found = [
+        ("dense_top", f.dense_top < LOOSE,
+         f"the best passage is only loosely related to the question (similarity {f.dense_top:.2f})"),
+        ("selected", not f.selected, "no sentence of the passages matches the question well"),
+        ("names_window", f.names_window < 1.0,
+         "not found near the best sentence: " + (", ".join(f.missing_names) or "the question's names")),
+        ("terms_window", f.terms_window < 1.0, "question words missing near the best sentence: " + ", ".join(f.missing[:5])),
+        ("rare_found", bool(f.rarest) and not f.rare_found, f"the best sentence and its neighbours do not mention {f.rarest!r}"),
+        ("type_missing", bool(f.type_missing), f"the question asks for {f.asks_for}; none is near the best sentence"),
+        ("negation_mismatch", bool(f.negation_mismatch), "the question is negated; the sentences near the best one are not"),
+        ("negated", bool(f.negated) and not f.negation_mismatch,
+         "the question is negated, and passages seldom answer what did not happen"),
+    ]
+    return [text for name, lowered, text in found if lowered and weight[name] != 0]
 
 
 def decide(question: str, hits: list[Hit], selection: Selection, threshold: float) -> Verdict:

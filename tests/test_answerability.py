@@ -146,11 +146,13 @@ def test_a_where_question_needs_a_place():
 
 
 def test_negation_in_the_question_but_not_the_passage():
-    assert normans("When did the Normans never settle?").negation_mismatch == 1.0
-    assert normans("When did the Normans settle?").negation_mismatch == 0.0
+    never = normans("When did the Normans never settle?")
+    assert never.negated == never.negation_mismatch == 1.0
+    plain = normans("When did the Normans settle?")
+    assert plain.negated == plain.negation_mismatch == 0.0
     hits = [hit("The Normans did not settle in Spain. They went north. They stayed.")]
-    assert features("Where did the Normans not settle?", hits,
-                    ranked(hits, "The Normans did not settle in Spain.")).negation_mismatch == 0.0
+    shared = features("Where did the Normans not settle?", hits, ranked(hits, "The Normans did not settle in Spain."))
+    assert shared.negated == 1.0 and shared.negation_mismatch == 0.0
 
 
 def test_no_sentences_give_empty_features():
@@ -206,6 +208,25 @@ def test_a_near_miss_is_refused_with_reasons_and_a_match_is_answered():
     refused = decide("When did the Normans never settle in Sicily?", hits, best, threshold)
     assert not refused.answerable and 0.0 <= refused.score < threshold
     assert any("Sicily" in r for r in refused.reasons) and any("negated" in r for r in refused.reasons)
+
+
+def test_reasons_name_the_missing_name_and_only_what_the_model_weighs(monkeypatch):
+    import rag.answerability as answerability
+
+    f = normans("What did Rollo sign in Sicily?", "Their leader Rollo signed a treaty with the Frankish king.")
+    assert f.missing_names == ("Sicily",)
+    assert "not found near the best sentence: Sicily" in answerability.reasons(f)
+    weights = list(WEIGHTS)
+    weights[FEATURE_NAMES.index("names_window")] = 0.0
+    monkeypatch.setattr(answerability, "WEIGHTS", tuple(weights))
+    assert not any("Sicily" in r and "not found" in r for r in answerability.reasons(f))
+
+
+def test_a_loosely_related_passage_is_named_as_a_reason():
+    from rag.answerability import reasons
+
+    assert any("loosely related" in r for r in reasons(normans("When did the Normans settle?", dense=0.2)))
+    assert not any("loosely related" in r for r in reasons(normans("When did the Normans settle?", dense=0.7)))
 
 
 def test_nothing_selected_is_refused():
