@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100)
     retrieval_mode: RetrievalMode = "hybrid"
     relevance_floor: float = Field(0.22, ge=-1.0, le=1.0)
-    # Refuse when rag.answerability scores the passages under this (0 turns the check off).
-    answerability_threshold: float = Field(0.25, ge=0.0, le=1.0)
+    # Refuse when rag.answerability scores the passages under this (0, the default, turns the check
+    # off: at 0.25 it also refuses some answerable follow-ups; see docs/BENCHMARKS.md).
+    answerability_threshold: float = Field(0.0, ge=0.0, le=1.0)
     max_question_chars: int = Field(2000, ge=10)
 
     # Generation

@@ -418,3 +418,14 @@ def test_no_more_answers_are_generated_at_once_than_max_concurrent(make_settings
     finally:
         unregister("slow")
     assert peak[0] == 2
+
+
+def test_the_answerability_decision_refuses_without_a_model_call_and_says_why(r, scripted, make_settings):
+    strict = indexed(Rag(make_settings(chunk_tokens=24, chunk_overlap=0, generator="scripted",
+                                       answerability_threshold=0.99)))
+    answer = strict.ask(KATLA)
+    assert answer.refused and answer.citations == []
+    assert answer.fallback_reason and answer.fallback_reason.startswith("not answered:")
+    assert scripted.calls == 0
+    scripted.enqueue("Katla last erupted in 1918 [1].")
+    assert not r.ask(KATLA).refused  # off by default: the same question is answered
