@@ -131,9 +131,9 @@ def dev_cases() -> list[Case]:
 
 
 # Each weight keeps the sign its feature obviously has: +1 (more of it, more answerable) unless
-# listed. Left free, the lexical share comes out negative: SQuAD 2.0's unanswerable questions were
-# written by copying the paragraph's words, so they share more of them than answerable ones do, and
-# the model then doubts exactly the questions real users ask in the documents' own words.
+# listed. Left free, the lexical share comes out negative (beside the sentence score, which mixes
+# word and meaning overlap, more word overlap means less meaning overlap), and the model then
+# doubts the questions users ask in the documents' own words.
 SIGNS = {"type_missing": -1, "negated": -1, "negation_mismatch": -1}
 MAX_FALSE_REFUSALS = 0.08
 

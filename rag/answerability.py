@@ -26,8 +26,8 @@ FEATURE_NAMES = (
     "negated", "negation_mismatch",
 )
 # Fitted by benchmarks/tune_answerability.py on SQuAD 2.0's tune half and ClapNQ (see
-# docs/BENCHMARKS.md, "Answerability"). The lexical share weighs against: at a given sentence
-# score, more word overlap means less meaning overlap (the score mixes the two).
+# docs/BENCHMARKS.md, "Answerability"); each weight held to its feature's obvious sign, so the
+# shares of question words come out 0: beside the sentence score they add nothing.
 WEIGHTS = (3.8162, 1.7042, 1.6195, 0.0000, 0.8006, 0.2958, 0.0000, 0.0000, 0.0000, 0.0000, 0.7379,
            -0.4014, -1.2188, -1.7649)
 BIAS = -4.9139
