@@ -1,7 +1,7 @@
 """The answerability decision on held-out questions: SQuAD 2.0's report half (its last 8 titles),
 a fixed random sample of 100 answerable and 100 unanswerable questions (seed 7), extractive backend.
 
-    .venv/bin/python benchmarks/bench_answerability.py                  # RAG_ANSWERABILITY_THRESHOLD
+    .venv/bin/python benchmarks/bench_answerability.py                  # the tuned threshold
     .venv/bin/python benchmarks/bench_answerability.py --threshold 0.25 0.3 --json
 
 Each question is asked through the product (`Rag.ask`, extractive backend) for its answer; the
@@ -60,16 +60,18 @@ def summary(rows: list[dict], threshold: float | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rag.answerability import TUNED_THRESHOLD
     from rag.config import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threshold", type=float, nargs="+", default=None,
-                        help="one or more thresholds (default: RAG_ANSWERABILITY_THRESHOLD)")
+                        help="one or more thresholds (default: RAG_ANSWERABILITY_THRESHOLD if set, "
+                             "else the tuned one)")
     parser.add_argument("--sample", type=int, default=100, help="answerable and unanswerable questions each")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    thresholds = args.threshold or [load_settings().answerability_threshold]
+    thresholds = args.threshold or [load_settings().answerability_threshold or TUNED_THRESHOLD]
     result = run(args.sample, args.seed)
     result["summary"] = [summary(result["rows"], t) for t in [None, *thresholds]]
     if args.json:

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("WEIGHTS = (" + ", ".join(f"{w:.4f}" for w in weights) + ")")
     print(f"BIAS = {bias:.4f}")
-    print(f"answerability_threshold = {threshold}")
+    print(f"TUNED_THRESHOLD = {threshold}")
     for name, w in zip(FEATURE_NAMES, weights):
         print(f"  {name:18s} {w:+.4f}")
     print("| Tune set | answerable | unanswerable | AUC | refused unanswerable (before -> after) "

@@ -31,6 +31,8 @@ FEATURE_NAMES = (
 WEIGHTS = (3.8162, 1.7042, 1.6195, 0.0000, 0.8006, 0.2958, 0.0000, 0.0000, 0.0000, 0.0000, 0.7379,
            -0.4014, -1.2188, -1.7649)
 BIAS = -4.9139
+# The threshold chosen with them (RAG_ANSWERABILITY_THRESHOLD turns the check on; 0 leaves it off).
+TUNED_THRESHOLD = 0.25
 
 _DATE_QUESTION = re.compile(
     r"\bwhen\b|\b(what|which) (year|century|decade|date|month|day|era|period)\b|\bhow long ago\b")
