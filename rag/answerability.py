@@ -5,7 +5,8 @@ a few features, one calibrated score (a logistic model fitted by
 `benchmarks/tune_answerability.py` on SQuAD 2.0's tune half and ClapNQ), and a threshold
 (RAG_ANSWERABILITY_THRESHOLD). Below it the answer is a refusal. The features look for what
 makes a near-miss passage a near miss: question words it lacks, the name or number the question
-is about missing, a date asked for and none given, a "not" the passage does not share.
+is about missing, a date asked for and none given, a "not" the passage does not share. Fitted,
+the score leans most on how close the best passage and sentence are, then on negation and names.
 """
 
 from __future__ import annotations
