@@ -8,10 +8,12 @@ protocol, so any store (FAISS files, PostgreSQL) gets the same incremental build
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -100,20 +102,27 @@ def build_index(
     index_dir = settings.index_dir
     index_dir.mkdir(parents=True, exist_ok=True)
     warn = warn or log.warning
+    with build_lock(index_dir, lock_timeout, warn):
+        return _build(settings, force, embedder, progress, warn)
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path, timeout: float, warn: Warn) -> Iterator[None]:
+    """The index folder's build lock: one build at a time, whichever engine builds."""
     lock = FileLock(str(index_dir / ".lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         warn("another build is running on this index; waiting for it to finish")
         try:
-            lock.acquire(timeout=lock_timeout)
+            lock.acquire(timeout=timeout)
         except Timeout:
             raise IndexLockedError(
-                f"another `rag index` has held {index_dir / '.lock'} for {lock_timeout:.0f}s; "
+                f"another `rag index` has held {index_dir / '.lock'} for {timeout:.0f}s; "
                 "wait for it or stop it"
             ) from None
     try:
-        return _build(settings, force, embedder, progress, warn)
+        yield
     finally:
         lock.release()
 

@@ -273,33 +273,9 @@ def build_index_ray(
     settings.require_seeds_dir()
     settings.index_dir.mkdir(parents=True, exist_ok=True)
     timeout = indexer.LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    with _index_lock(settings.index_dir, timeout, warn):
+    with indexer.build_lock(settings.index_dir, timeout, warn):
         cluster = {"address": address, "num_cpus": num_cpus, "actors": actors}
         return _build(settings, cluster, force, warn)
-
-
-@contextlib.contextmanager
-def _index_lock(index_dir: Path, timeout: float, warn: Callable[[str], None]) -> Iterator[None]:
-    """The index folder's build lock, the one the plain indexer takes: one build at a time."""
-    from filelock import FileLock, Timeout
-
-    from rag.errors import IndexLockedError
-
-    lock = FileLock(str(index_dir / ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        warn("another build is running on this index; waiting for it to finish")
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            raise IndexLockedError(
-                f"another `rag index` has held {index_dir / '.lock'} for {timeout:.0f}s; wait for it or stop it"
-            ) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _build(settings, cluster: dict, force: bool, warn: Callable[[str], None]):
