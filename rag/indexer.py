@@ -8,22 +8,21 @@ protocol, so any store (FAISS files, PostgreSQL) gets the same incremental build
 
 from __future__ import annotations
 
-import contextlib
 
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-from filelock import FileLock, Timeout
 from pydantic import ConfigDict
 
 from rag import loaders, store
 from rag.chunking import TOKENIZER_NAME, Chunker
 from rag.config import Settings
 from rag.embedding import Embedder, canonical_model_id, get_embedder
-from rag.errors import IndexLockedError, IndexNotFoundError, IndexStoreError, LoaderError, RagError
+from rag.errors import IndexNotFoundError, IndexStoreError, LoaderError, RagError
 from rag.types import Chunk, DocumentEntry, Frozen, IndexReport, Manifest
 from rag.vectorstore import WritableStore, open_store
 
@@ -102,29 +101,30 @@ def build_index(
     index_dir = settings.index_dir
     index_dir.mkdir(parents=True, exist_ok=True)
     warn = warn or log.warning
-    with build_lock(index_dir, lock_timeout, warn):
+    with store.build_lock(index_dir, lock_timeout, warn):
         return _build(settings, force, embedder, progress, warn)
 
 
-@contextlib.contextmanager
-def build_lock(index_dir: Path, timeout: float, warn: Warn) -> Iterator[None]:
-    """The index folder's build lock: one build at a time, whichever engine builds."""
-    lock = FileLock(str(index_dir / ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        warn("another build is running on this index; waiting for it to finish")
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            raise IndexLockedError(
-                f"another `rag index` has held {index_dir / '.lock'} for {timeout:.0f}s; "
-                "wait for it or stop it"
-            ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+def prepare(writer: WritableStore, settings: Settings, scan, model_id: str, force: bool, warn: Warn,
+            started: float) -> tuple["Plan", list[str], Manifest | None] | IndexReport:
+    """Plan against what the store holds and delete what goes: (plan, skipped, previous build's
+    manifest), or the finished report when there is nothing to do. Shared by every engine."""
+    previous, unreadable = _previous_manifest(writer)
+    version = getattr(writer, "schema_version", store.SCHEMA_VERSION)
+    reason = unreadable or rebuild_reason(previous, settings, model_id, force, schema_version=version)
+    plan = plan_build(scan, previous, reason)
+    skipped = [*scan.skipped, *_note_unreadable(scan, plan, warn)]
+    if not plan.has_work:
+        _sweep(settings)
+        return IndexReport(
+            unchanged=plan.kept,
+            skipped=skipped,
+            chunks=previous.chunk_count if previous else 0,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    if plan.full_rebuild_reason:
+        warn(f"full rebuild: {plan.full_rebuild_reason}")
+    return _delete(writer, plan, scan, previous, warn), skipped, previous
 
 
 def _build(settings: Settings, force: bool, embedder: Embedder | None, progress: bool, warn: Warn) -> IndexReport:
@@ -135,22 +135,10 @@ def _build(settings: Settings, force: bool, embedder: Embedder | None, progress:
         warn(f"skipped {line}")
     writer = open_store(settings, writable=True)
     try:
-        previous, unreadable = _previous_manifest(writer)
-        version = getattr(writer, "schema_version", store.SCHEMA_VERSION)
-        reason = unreadable or rebuild_reason(previous, settings, model_id, force, schema_version=version)
-        plan = plan_build(scan, previous, reason)
-        skipped = [*scan.skipped, *_note_unreadable(scan, plan, warn)]
-        if not plan.has_work:
-            _sweep(settings)
-            return IndexReport(
-                unchanged=plan.kept,
-                skipped=skipped,
-                chunks=previous.chunk_count if previous else 0,
-                seconds=round(time.perf_counter() - started, 3),
-            )
-        if plan.full_rebuild_reason:
-            warn(f"full rebuild: {plan.full_rebuild_reason}")
-        plan = _delete(writer, plan, scan, previous, warn)
+        prepared = prepare(writer, settings, scan, model_id, force, warn, started)
+        if isinstance(prepared, IndexReport):
+            return prepared
+        plan, skipped, previous = prepared
         embedder = embedder or get_embedder(settings.embedding_model)
         collected = collect_chunks(scan, plan, settings, embedder, warn)
         writer.add(collected.chunks, embed_chunks(collected.chunks, embedder, settings, progress))

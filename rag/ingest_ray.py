@@ -266,14 +266,14 @@ def build_index_ray(
     Connects to `address` (`ray://...` or `host:port`) when given, else starts a local cluster
     (`num_cpus` of this machine); shuts Ray down at the end either way.
     """
-    from rag import indexer
+    from rag import indexer, store
 
     import_ray()  # say what to install before any work is done
     warn = warn or log.warning
     settings.require_seeds_dir()
     settings.index_dir.mkdir(parents=True, exist_ok=True)
     timeout = indexer.LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    with indexer.build_lock(settings.index_dir, timeout, warn):
+    with store.build_lock(settings.index_dir, timeout, warn):
         cluster = {"address": address, "num_cpus": num_cpus, "actors": actors}
         return _build(settings, cluster, force, warn)
 
@@ -282,7 +282,7 @@ def _build(settings, cluster: dict, force: bool, warn: Callable[[str], None]):
     """The plain indexer's scan, plan and store writes, with the files to embed sent to Ray."""
     import time
 
-    from rag import indexer, store
+    from rag import indexer
     from rag.embedding import canonical_model_id, get_embedder
     from rag.types import IndexReport
     from rag.vectorstore import open_store
@@ -293,23 +293,11 @@ def _build(settings, cluster: dict, force: bool, warn: Callable[[str], None]):
         warn(f"skipped {line}")
     writer = open_store(settings, writable=True)
     try:
-        previous, unreadable = indexer._previous_manifest(writer)  # noqa: SLF001
-        version = getattr(writer, "schema_version", store.SCHEMA_VERSION)
-        model_id = canonical_model_id(settings.embedding_model)
-        reason = unreadable or indexer.rebuild_reason(previous, settings, model_id, force, schema_version=version)
-        plan = indexer.plan_build(scan, previous, reason)
-        skipped = [*scan.skipped, *indexer._note_unreadable(scan, plan, warn)]  # noqa: SLF001
-        if not plan.has_work:
-            indexer._sweep(settings)  # noqa: SLF001
-            return IndexReport(
-                unchanged=plan.kept,
-                skipped=skipped,
-                chunks=previous.chunk_count if previous else 0,
-                seconds=round(time.perf_counter() - started, 3),
-            )
-        if plan.full_rebuild_reason:
-            warn(f"full rebuild: {plan.full_rebuild_reason}")
-        plan = indexer._delete(writer, plan, scan, previous, warn)  # noqa: SLF001
+        prepared = indexer.prepare(writer, settings, scan, canonical_model_id(settings.embedding_model),
+                                   force, warn, started)
+        if isinstance(prepared, IndexReport):
+            return prepared
+        plan, skipped, previous = prepared
         tasks = [FileTask(rel, str(scan.files[rel].source.path), scan.files[rel].digest) for rel in plan.to_embed]
         written = _embed_and_add(writer, tasks, settings, cluster, warn)
         kept = {rel: previous.documents[rel] for rel in plan.kept} if previous and plan.reuse else {}

@@ -279,7 +279,8 @@ class Rag:
         primary = self.generator(generator)
         relevant = bool(hits) and max((h.dense_score or 0.0) for h in hits) >= self.settings.relevance_floor
         selection = select(standalone, hits, self.embedder) if relevant else None
-        verdict = decide(standalone, hits, selection, self.settings.answerability_threshold) if selection else None
+        threshold = self.settings.answerability_threshold  # 0: off, nothing to compute per question
+        verdict = decide(standalone, hits, selection, threshold) if selection and threshold > 0 else None
         if selection is None or (verdict is not None and not verdict.answerable):
             # Nothing relevant enough, or the passages do not answer: refuse without a model call.
             notes = [f"not answered: {'; '.join(verdict.reasons)}"] if verdict is not None else []

@@ -13,18 +13,21 @@ so a build killed at any moment leaves the previous one loadable and correct. `F
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
 from rag.types import Chunk, Manifest
 
 SCHEMA_VERSION = 1
@@ -313,3 +316,24 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path, timeout: float, warn: Callable[[str], None]) -> Iterator[None]:
+    """The index folder's build lock: one build at a time, whichever engine builds."""
+    lock = FileLock(str(index_dir / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        warn("another build is running on this index; waiting for it to finish")
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise IndexLockedError(
+                f"another `rag index` has held {index_dir / '.lock'} for {timeout:.0f}s; "
+                "wait for it or stop it"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
