@@ -319,6 +319,7 @@ class Rag:
             return self._finish(draft.model_copy(update={
                 "raw": raw,
                 "passages": request.passages,
+                "key": request.highlights or [],
                 "generator": getattr(gen, "label", gen.name),
                 "trust_markers": getattr(gen, "trusted_markers", False),
                 "notes": notes,

@@ -126,6 +126,7 @@ class Draft(Frozen):
     hits: list[Hit]  # what retrieval found (shown as sources)
     generator: str  # who answered, e.g. "llamacpp" or "extractive (fallback from llamacpp)"
     trust_markers: bool = False  # markers placed by the passages themselves, not by a model
+    key: list[Highlight] = Field(default_factory=list)  # the select stage's key sentences, marked into passages
     mode: str = "hybrid"
     notes: list[str] = Field(default_factory=list)
     timings: Timings = Field(default_factory=Timings)
