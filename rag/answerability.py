@@ -16,6 +16,7 @@ import re
 
 from pydantic import Field
 
+from rag.judge import logit
 from rag.selection import MAX_SENTENCES, POINTER_WORDS
 from rag.text import STOPWORDS, sentences, terms
 from rag.types import Frozen, Highlight, Hit, Selection
@@ -32,6 +33,9 @@ FEATURE_NAMES = (
 WEIGHTS = (3.8162, 1.7042, 1.6195, 0.0000, 0.8006, 0.2958, 0.0000, 0.0000, 0.0000, 0.0000, 0.7379,
            -0.4014, -1.2188, -1.7649)
 BIAS = -4.9139
+# How the model's reading combines with the feature score: a * logit(score) + b * logit(reading)
+# + c, fitted by benchmarks/tune_reading.py on the same tune data.
+READING_WEIGHTS = (1.0, 1.0, 0.0)
 # The threshold chosen with them (RAG_ANSWERABILITY_THRESHOLD turns the check on; 0 leaves it off).
 TUNED_THRESHOLD = 0.25
 
@@ -86,6 +90,7 @@ class Verdict(Frozen):
     answerable: bool
     score: float
     reasons: list[str] = Field(default_factory=list)
+    reading: float | None = None  # the model's share of "yes" (rag.judge), when it was asked
 
 
 def _question_words(question: str) -> dict[str, str]:
@@ -214,10 +219,25 @@ def reasons(f: Features) -> list[str]:
     return [text for name, lowered, text in found if lowered and weight[name] != 0]
 
 
-def decide(question: str, hits: list[Hit], selection: Selection, threshold: float) -> Verdict:
+def combined(feature_score: float, reading: float | None) -> float:
+    """The score with the model's reading (its share of "yes") folded in: a logistic model over
+    both, fitted by benchmarks/tune_reading.py; the feature score alone when there is no reading."""
+    if reading is None:
+        return feature_score
+    a, b, c = READING_WEIGHTS
+    z = a * logit(feature_score) + b * logit(reading) + c
+    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+def decide(question: str, hits: list[Hit], selection: Selection, threshold: float,
+           reading: float | None = None) -> Verdict:
     """Answer when the score reaches the threshold (0 always answers); else refuse, with reasons."""
     f = features(question, hits, selection)
-    value = round(score(f), 4)
+    value = round(combined(score(f), reading), 4)
     if value >= threshold:
-        return Verdict(answerable=True, score=value)
-    return Verdict(answerable=False, score=value, reasons=reasons(f) or ["the passages match the question too loosely"])
+        return Verdict(answerable=True, score=value, reading=reading)
+    why = reasons(f)
+    if reading is not None and reading < 0.5:
+        why.insert(0, f"asked whether the passages state the answer, the model said no ({reading:.0%} yes)")
+    return Verdict(answerable=False, score=value, reading=reading,
+                   reasons=why or ["the passages match the question too loosely"])

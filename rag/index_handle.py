@@ -16,7 +16,7 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import IndexNotFoundError, LoaderError, RagError
 from rag.retrieval import Retriever
-from rag.types import Chunk
+from rag.types import Chunk, IndexStatus
 from rag.vectorstore import open_store
 
 # Another process (`rag index` in a terminal) may swap in a build without telling this one: the
@@ -123,3 +123,27 @@ class IndexHandle:
             while len(self._documents) > DOCUMENT_CACHE_SIZE:
                 self._documents.popitem(last=False)
         return text
+
+
+def index_status(settings: Settings) -> IndexStatus:
+    """What the manifest of the index in use says."""
+    if settings.store == "faiss":
+        manifest = store.read_manifest(settings.index_dir)
+    else:
+        manifest = open_store(settings).manifest()
+    if manifest is None:
+        raise IndexNotFoundError(f"no index in {settings.index_dir}; run `rag index` to build it")
+    return IndexStatus(
+        documents=len(manifest.documents),
+        chunks=manifest.chunk_count,
+        embedding_model=manifest.embedding_model,
+        dimension=manifest.dimension,
+        chunk_tokens=manifest.chunk_tokens,
+        chunk_overlap=manifest.chunk_overlap,
+        built_at=manifest.built_at,
+        index_dir=str(settings.index_dir) if settings.store == "faiss" else settings.store,
+        sources=sorted(manifest.documents),
+        index_kind=manifest.index_kind,
+        index_parameters=manifest.index_parameters,
+        index_recall=manifest.index_recall,
+    )

@@ -28,16 +28,14 @@ from rag.excerpts import excerpts
 from rag.generation import Generator
 from rag.generation.deadline import DeadlineGenerator
 from rag.generation.fallback import FallbackGenerator
-from rag.index_handle import IndexHandle
+from rag.index_handle import IndexHandle, index_status
 from rag.indexer import build_index
 from rag.prompting import SYSTEM_PROMPT, build_request
 from rag.refusal import REFUSAL
 from rag.retrieval import Retriever
 from rag.selection import select
-from rag.store import read_manifest
 from rag.text import clean_question
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Selection, Timings
-from rag.vectorstore import open_store
 from rag.verification import verify
 
 Turn = tuple[str, str]  # (user question, assistant answer)
@@ -279,20 +277,25 @@ class Rag:
         primary = self.generator(generator)
         relevant = bool(hits) and max((h.dense_score or 0.0) for h in hits) >= self.settings.relevance_floor
         selection = select(standalone, hits, self.embedder) if relevant else None
+        reads = selection is not None and self._reads(primary)
         threshold = self.settings.answerability_threshold  # 0: off, nothing to compute per question
-        verdict = decide(standalone, hits, selection, threshold) if selection and threshold > 0 else None
+        verdict = decide(standalone, hits, selection, threshold) if selection and threshold > 0 and not reads else None
         if selection is None or (verdict is not None and not verdict.answerable):
             # Nothing relevant enough, or the passages do not answer: refuse without a model call.
-            notes = [f"not answered: {'; '.join(verdict.reasons)}"] if verdict is not None else []
             refusal = draft.model_copy(update={
-                "raw": REFUSAL, "generator": primary.name, "notes": notes,
+                "raw": REFUSAL, "generator": primary.name, "notes": _why(verdict),
                 "timings": Timings(retrieve=retrieved - started, total=time.perf_counter() - started),
             })
             return AnswerStream(iter([REFUSAL]), lambda _raw, _error: self._finish(refusal))
-        return self._generate(draft, primary, started, retrieved, selection)
+        return self._generate(draft, primary, started, retrieved, selection, reads=reads)
+
+    def _reads(self, primary: Generator) -> bool:
+        """Whether the answering model is asked if the passages answer (RAG_ANSWERABILITY_READER)."""
+        return (self.settings.answerability_reader == "model" and hasattr(primary, "judge")
+                and self.settings.answerability_read_threshold > 0)
 
     def _generate(self, draft: Draft, primary: Generator, started: float, retrieved: float,
-                  selection: Selection) -> AnswerStream:
+                  selection: Selection, *, reads: bool = False) -> AnswerStream:
         """Generate stage (primary bounded by the answer deadline, the extractive backend behind
         it), then assemble and verify when the stream ends."""
         request = self.request_for(draft.standalone, draft.hits, primary, selection)
@@ -301,9 +304,17 @@ class Rag:
         extractive = self.generator("extractive")
         gen = bounded if primary is extractive else FallbackGenerator(bounded, extractive)
         first_token: list[float] = []
+        refused: list = []  # the verdict, when the model's reading refuses
 
         def pieces() -> Iterator[str]:
             with self._slots:
+                if reads:
+                    verdict = self._read(draft, primary, request, selection)
+                    if not verdict.answerable:
+                        refused.append(verdict)
+                        first_token.append(time.perf_counter())
+                        yield REFUSAL
+                        return
                 for piece in gen.stream(request):
                     if not first_token:
                         first_token.append(time.perf_counter())
@@ -311,7 +322,7 @@ class Rag:
 
         def finish(raw: str, error: RagError | None) -> Answer:
             done = time.perf_counter()
-            notes = [n for n in (getattr(gen, "reason", None), bounded.note) if n]
+            notes = _why(refused[0]) if refused else [n for n in (getattr(gen, "reason", None), bounded.note) if n]
             if error is not None:
                 if not raw.strip():
                     raise error
@@ -320,7 +331,7 @@ class Rag:
                 "raw": raw,
                 "passages": request.passages,
                 "key": request.highlights or [],
-                "generator": getattr(gen, "label", gen.name),
+                "generator": primary.name if refused else getattr(gen, "label", gen.name),
                 "trust_markers": getattr(gen, "trusted_markers", False),
                 "notes": notes,
                 "timings": Timings(
@@ -333,34 +344,25 @@ class Rag:
         status = f"reading {len(request.passages)} passages from {sources} file{'s' * (sources != 1)}"
         return AnswerStream(pieces(), finish, status=status)
 
+    def _read(self, draft: Draft, primary: Generator, request: GenerationRequest, selection: Selection):
+        """The answerability decision with the model's reading (one short yes/no pass; a model
+        that cannot read leaves the decision to the features alone)."""
+        try:
+            reading = primary.judge(request)  # type: ignore[attr-defined]
+        except RagError:
+            reading = None
+        threshold = self.settings.answerability_read_threshold if reading is not None else \
+            self.settings.answerability_threshold
+        return decide(draft.standalone, draft.hits, selection, threshold, reading)
+
     def _finish(self, draft: Draft) -> Answer:
         """Assemble and verify stages."""
         answer = assemble(draft, read_document=self.read_document, embedder=self.embedder)
         return verify(answer)
 
 
-def index_status(settings: Settings) -> IndexStatus:
-    """What the manifest of the index in use says."""
-    if settings.store == "faiss":
-        manifest = read_manifest(settings.index_dir)
-    else:
-        manifest = open_store(settings).manifest()
-    if manifest is None:
-        raise IndexNotFoundError(f"no index in {settings.index_dir}; run `rag index` to build it")
-    return IndexStatus(
-        documents=len(manifest.documents),
-        chunks=manifest.chunk_count,
-        embedding_model=manifest.embedding_model,
-        dimension=manifest.dimension,
-        chunk_tokens=manifest.chunk_tokens,
-        chunk_overlap=manifest.chunk_overlap,
-        built_at=manifest.built_at,
-        index_dir=str(settings.index_dir) if settings.store == "faiss" else settings.store,
-        sources=sorted(manifest.documents),
-        index_kind=manifest.index_kind,
-        index_parameters=manifest.index_parameters,
-        index_recall=manifest.index_recall,
-    )
+def _why(verdict) -> list[str]:
+    return [f"not answered: {'; '.join(verdict.reasons)}"] if verdict is not None else []
 
 
 _default: Rag | None = None

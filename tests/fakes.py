@@ -51,6 +51,23 @@ class ScriptedGenerator:
             yield reply[start:]
 
 
+class ReadingGenerator(ScriptedGenerator):
+    """A ScriptedGenerator that also answers the answerability check's yes/no question
+    (`judge`) with queued readings (a share of "yes", None, or an error to raise)."""
+
+    def __init__(self, *readings: float | None | RagError, **options) -> None:
+        super().__init__(**options)
+        self.readings: list[float | None | RagError] = list(readings)
+        self.judged: list[GenerationRequest] = []
+
+    def judge(self, request: GenerationRequest) -> float | None:
+        self.judged.append(request)
+        reading = self.readings.pop(0) if self.readings else None
+        if isinstance(reading, RagError):
+            raise reading
+        return reading
+
+
 def register_scripted(generator: ScriptedGenerator, name: str = "scripted") -> ScriptedGenerator:
     """Register one ScriptedGenerator instance under `name` (the registry keeps factories)."""
 

@@ -20,6 +20,7 @@ import numpy as np
 from rag.config import Settings
 from rag.cpus import usable_cpus
 from rag.errors import GeneratorError, GeneratorUnavailableError
+from rag.judge import NO_WORDS, YES_WORDS, judge_request, yes_share
 from rag.refusal import REFUSAL
 from rag.types import GenerationRequest, Message
 
@@ -89,6 +90,9 @@ class LlamaCppGenerator:
         # The first token of the refusal sentence ("I"): its probability as the answer's first
         # token is how strongly the model itself thinks the passages do not answer.
         self._refusal_token = self._llm.tokenize(REFUSAL.encode(), add_bos=False, special=False)[0]  # type: ignore[attr-defined]
+        # The answers to the yes/no question of the answerability check: words that are one token.
+        self._yes_no = {w: ids[0] for w in (*YES_WORDS, *NO_WORDS)
+                        if len(ids := self._llm.tokenize(w.encode(), add_bos=False, special=False)) == 1}  # type: ignore[attr-defined]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LlamaCppGenerator":
@@ -187,14 +191,15 @@ class LlamaCppGenerator:
         return bool(loaded) and loaded[0] == str(path) and self._llm.n_tokens >= loaded[1]  # type: ignore[attr-defined,index]
 
     # -- answering -------------------------------------------------------------------------------
-    def _watch_first_token(self, seen: list[float]):
-        """A logits processor that records the refusal token's probability at the first step."""
+    def _watch_first_token(self, seen: list[list[float]], token_ids: list[int]):
+        """A logits processor that records the probabilities of `token_ids` at the first step."""
 
         def processor(_input_ids, scores):
             if not seen:
                 logits = scores.astype("float64")
                 weights = np.exp(logits - logits.max())
-                seen.append(float(weights[self._refusal_token] / weights.sum()))
+                total = weights.sum()
+                seen.append([float(weights[t] / total) for t in token_ids])
             return scores
 
         return processor
@@ -204,25 +209,36 @@ class LlamaCppGenerator:
         if request.prefix_state and not self._prefix_in_memory(Path(request.prefix_state)):
             self._ensure_prefix(Path(request.prefix_state))
 
-    def refusal_probability(self, request: GenerationRequest) -> float:
-        """The probability the model gives to opening its answer with the refusal (one token
-        generated; what the refusal check compares with RAG_LLM_REFUSAL_THRESHOLD)."""
+    def _first_token(self, request: GenerationRequest, token_ids: list[int]) -> list[float]:
+        """The probabilities of `token_ids` as the first token of the reply (one token generated)."""
         from llama_cpp import LogitsProcessorList
 
-        seen: list[float] = []
+        seen: list[list[float]] = []
         with self._lock:
             self._prepare(request)
             self._llm.create_chat_completion(  # type: ignore[attr-defined]
                 messages=[m.model_dump() for m in request.messages], max_tokens=1, temperature=0.0,
-                seed=SEED, logits_processor=LogitsProcessorList([self._watch_first_token(seen)]),
+                seed=SEED, logits_processor=LogitsProcessorList([self._watch_first_token(seen, token_ids)]),
             )
         return seen[0]
+
+    def refusal_probability(self, request: GenerationRequest) -> float:
+        """The probability the model gives to opening its answer with the refusal (one token
+        generated; what the refusal check compares with RAG_LLM_REFUSAL_THRESHOLD)."""
+        return self._first_token(request, [self._refusal_token])[0]
+
+    def judge(self, request: GenerationRequest) -> float | None:
+        """The model's share of "yes" when asked whether the passages of `request` (an answer
+        request) state the answer: one short pass that reads only the yes/no line."""
+        words = list(self._yes_no)
+        probabilities = self._first_token(judge_request(request), [self._yes_no[w] for w in words])
+        return yes_share(zip(words, probabilities))
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         from llama_cpp import LogitsProcessorList
 
         with self._lock:
-            seen: list[float] = []
+            seen: list[list[float]] = []
             try:
                 self._prepare(request)
                 pieces = self._llm.create_chat_completion(  # type: ignore[attr-defined]
@@ -230,12 +246,12 @@ class LlamaCppGenerator:
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
                     seed=SEED,
-                    logits_processor=LogitsProcessorList([self._watch_first_token(seen)]),
+                    logits_processor=LogitsProcessorList([self._watch_first_token(seen, [self._refusal_token])]),
                     stream=True,
                 )
                 for piece in pieces:
                     # `seen` is filled when the first token is sampled, before its piece arrives.
-                    if seen and seen[0] >= self.refusal_threshold:
+                    if seen and seen[0][0] >= self.refusal_threshold:
                         pieces.close()
                         yield REFUSAL
                         return

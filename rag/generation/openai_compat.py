@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from rag.config import Settings
 from rag.errors import ConfigError, GeneratorError, GeneratorUnavailableError
+from rag.judge import judge_request, parse_verdict, verdict_request, yes_share
 from rag.types import GenerationRequest
 
 
@@ -36,6 +38,7 @@ class OpenAIGenerator:
             timeout=timeout,
             max_retries=retries,
         )
+        self._logprobs: bool | None = None  # whether the endpoint returns log probabilities
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "OpenAIGenerator":
@@ -86,6 +89,43 @@ class OpenAIGenerator:
             raise GeneratorError(
                 f"the endpoint {self.base_url} ended the stream before the answer was complete"
             )
+
+    def judge(self, request: GenerationRequest) -> float | None:
+        """The endpoint's share of "yes" when asked whether the passages of `request` state the
+        answer: one token with log probabilities where the endpoint gives them, else a one-word
+        JSON verdict (1.0 or 0.0); None when the reply says neither."""
+        import openai
+
+        try:
+            if self._logprobs is not False:
+                share = self._yes_logprob(judge_request(request))
+                self._logprobs = share is not None
+                if share is not None:
+                    return share
+            asked = verdict_request(request)
+            reply = self._client.chat.completions.create(
+                model=self.model, messages=[m.model_dump() for m in asked.messages],  # type: ignore[misc]
+                max_tokens=asked.max_tokens, temperature=0.0,
+            )
+        except (openai.APIError, ValueError) as exc:
+            raise self._explain(exc, False) from None
+        return parse_verdict(reply.choices[0].message.content or "") if reply.choices else None
+
+    def _yes_logprob(self, asked: GenerationRequest) -> float | None:
+        import openai
+
+        try:
+            reply = self._client.chat.completions.create(
+                model=self.model, messages=[m.model_dump() for m in asked.messages],  # type: ignore[misc]
+                max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=10,
+            )
+        except openai.BadRequestError:
+            return None  # the endpoint does not offer log probabilities
+        choice = reply.choices[0] if reply.choices else None
+        content = choice.logprobs.content if choice is not None and choice.logprobs else None
+        if not content:
+            return None
+        return yes_share((c.token, math.exp(c.logprob)) for c in content[0].top_logprobs or [])
 
     def _explain(self, exc: Exception, said_something: bool) -> Exception:
         """The product error for a client error, in plain words naming the setting to check."""
