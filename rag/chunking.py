@@ -1,4 +1,11 @@
-"""Token-aware chunking that prefers paragraph and sentence boundaries and records line spans."""
+"""Token-aware chunking that prefers paragraph and sentence boundaries and records line spans.
+
+Each chunk also carries a contextual header: the document's title and the nearest heading line
+above its start (less what the chunk's own first line already says). A comment whose writer's
+name sits on a line above it, or a paragraph under its section's name, is then found by a question
+that names them, and a model reading it knows whose words they are. The header is embedded and
+searched with the chunk but is not part of its text.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rag.text import sentence_spans
+from rag.text import heading_lines, sentence_spans
 from rag.types import Chunk, Document
 
 TOKENIZER_NAME = "cl100k_base"
+# What the chunks of a build are made by, recorded in its manifest: a build by another version is
+# rebuilt rather than mixed with new chunks. 2: chunks carry a contextual header.
+CHUNKING_VERSION = 2
+HEADER_WORDS = 20
+HEADER_SEPARATOR = " > "
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 _WORD = re.compile(r"\S+")
@@ -33,6 +45,81 @@ def count_tokens(text: str) -> int:
     return len(get_encoding().encode(text, disallowed_special=()))
 
 
+def embedding_text(chunk: Chunk) -> str:
+    """What is embedded and searched for a chunk: its header as context above its text."""
+    return _with_header(chunk.header, chunk.text)
+
+
+def _with_header(header: str, text: str) -> str:
+    return f"{header}\n{text}" if header else text
+
+
+def _clean(line: str) -> str:
+    """A heading line as a header shows it: one space between words, no Markdown hashes, no
+    trailing colon, and no separator inside."""
+    line = re.sub(r"\s+", " ", line).strip().lstrip("#").strip().rstrip(":").strip()
+    return line.replace(HEADER_SEPARATOR.strip(), "-")
+
+
+def compose_header(title: str, heading: str) -> str:
+    """"title > heading" (one of them when the other is empty or the same), at most HEADER_WORDS
+    words: the heading alone when both are too long together."""
+    parts = [part for part in dict.fromkeys((title, heading)) if part]
+    header = HEADER_SEPARATOR.join(parts)
+    if len(header.split()) > HEADER_WORDS:
+        header = " ".join(parts[-1].split()[:HEADER_WORDS])
+    return header
+
+
+def _nearest(starts: list[int], offset: int) -> int | None:
+    """Index of the heading line a slice starting at offset sits under; None when there is none
+    or the slice starts with that line (then its text says it already)."""
+    i = bisect.bisect_right(starts, offset) - 1
+    return i if i >= 0 and starts[i] != offset else None
+
+
+class Headers:
+    """The contextual header of every offset of one document's text."""
+
+    def __init__(self, text: str) -> None:
+        spans = heading_lines(text)
+        first = len(text) - len(text.lstrip())
+        self.title = _clean(text[spans[0][0] : spans[0][1]]) if spans and spans[0][0] == first else ""
+        self._first = first
+        self._starts = [start for start, _ in spans]
+        self._lines = [_clean(text[start:end]) for start, end in spans]
+
+    def at(self, offset: int) -> str:
+        """The header of a slice starting at offset: the title and the nearest heading line
+        above it, less what the slice itself starts with."""
+        i = _nearest(self._starts, offset)
+        return compose_header(self.title if offset != self._first else "", self._lines[i] if i is not None else "")
+
+
+def rehead(header: str, text: str, start: int) -> str:
+    """The header of the slice of a chunk's `text` from `start`: the chunk's header, its heading
+    replaced by the chunk's nearest heading line above the slice (or dropped when the slice starts
+    with one) when the chunk holds one.
+
+    The title is known only when the header names both; a one-part header is taken for a heading.
+    """
+    spans = [(s, e) for s, e in heading_lines(text) if s <= start]
+    if not spans:
+        return header
+    parts = header.split(HEADER_SEPARATOR)
+    title = parts[0] if len(parts) > 1 else ""
+    i = _nearest([s for s, _ in spans], start)
+    return compose_header(title, _clean(text[spans[i][0] : spans[i][1]]) if i is not None else "")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The text being chunked and its headers (the `fits` check counts a chunk's header)."""
+
+    text: str
+    headers: Headers
+
+
 @dataclass(frozen=True)
 class _Unit:
     start: int
@@ -43,8 +130,9 @@ class _Unit:
 
 class Chunker:
     """Packs sentences into chunks of at most `chunk_tokens` tiktoken tokens with `overlap` tokens
-    shared between neighbours; `fits` (if given) is the embedding model's own limit check, so no
-    chunk is ever silently truncated by the model."""
+    shared between neighbours; `fits` (if given) is the embedding model's own limit check, applied
+    to a chunk with its header (what is embedded), so no chunk is ever silently truncated by the
+    model."""
 
     def __init__(
         self,
@@ -59,7 +147,8 @@ class Chunker:
         self.fits = fits
 
     # -- units -------------------------------------------------------------------------------
-    def _units(self, text: str) -> list[_Unit]:
+    def _units(self, src: _Source) -> list[_Unit]:
+        text = src.text
         units: list[_Unit] = []
         para_start = 0
         paragraphs = [(m.start(), m.end()) for m in _PARAGRAPH.finditer(text)]
@@ -71,7 +160,7 @@ class Chunker:
             spans = sentence_spans(text, p_start, p_end)
             for i, (s, e) in enumerate(spans):
                 last = i == len(spans) - 1
-                units.extend(self._split_long(text, s, e, last))
+                units.extend(self._split_long(src, s, e, last))
         return units
 
     @staticmethod
@@ -82,12 +171,16 @@ class Chunker:
             end -= 1
         return start, end
 
-    def _ok(self, piece: str, tokens: int) -> bool:
-        return tokens <= self.chunk_tokens and (self.fits is None or self.fits(piece))
+    def _ok(self, src: _Source, start: int, end: int, tokens: int) -> bool:
+        """Whether text[start:end] (`tokens` long) fits a chunk, and with its header the model."""
+        if tokens > self.chunk_tokens:
+            return False
+        return self.fits is None or self.fits(_with_header(src.headers.at(start), src.text[start:end]))
 
-    def _split_long(self, text: str, start: int, end: int, paragraph_end: bool) -> list[_Unit]:
+    def _split_long(self, src: _Source, start: int, end: int, paragraph_end: bool) -> list[_Unit]:
+        text = src.text
         tokens = count_tokens(text[start:end])
-        if self._ok(text[start:end], tokens):
+        if self._ok(src, start, end, tokens):
             return [_Unit(start, end, tokens, paragraph_end)]
         # A sentence longer than a chunk: fall back to words, then to characters.
         out: list[_Unit] = []
@@ -118,12 +211,12 @@ class Chunker:
         # Units that still do not fit the model (dense scripts, long URLs) are halved until they do.
         fixed: list[_Unit] = []
         for u in out:
-            fixed.extend(self._halve_until_fits(text, u))
+            fixed.extend(self._halve_until_fits(src, u))
         return fixed
 
-    def _halve_until_fits(self, text: str, unit: _Unit) -> list[_Unit]:
-        piece = text[unit.start : unit.end]
-        if self._ok(piece, unit.tokens) or unit.end - unit.start <= 1:
+    def _halve_until_fits(self, src: _Source, unit: _Unit) -> list[_Unit]:
+        text = src.text
+        if self._ok(src, unit.start, unit.end, unit.tokens) or unit.end - unit.start <= 1:
             return [unit]
         mid = (unit.start + unit.end) // 2
         # Units start and end on non-space characters, so neither stripped half is empty.
@@ -131,20 +224,21 @@ class Chunker:
         rs, re_ = self._strip(text, mid, unit.end)
         left = _Unit(ls, le, count_tokens(text[ls:le]), False)
         right = _Unit(rs, re_, count_tokens(text[rs:re_]), unit.paragraph_end)
-        return self._halve_until_fits(text, left) + self._halve_until_fits(text, right)
+        return self._halve_until_fits(src, left) + self._halve_until_fits(src, right)
 
     # -- packing -----------------------------------------------------------------------------
     def split(self, document: Document) -> list[Chunk]:
-        """Chunks of the document, in order, each a verbatim slice with its line span."""
+        """Chunks of the document, in order, each a verbatim slice with its line span and header."""
         text = document.text
-        units = self._units(text)
+        src = _Source(text, Headers(text))
+        units = self._units(src)
         if not units:
             return []
         newlines = [i for i, ch in enumerate(text) if ch == "\n"]
         chunks: list[Chunk] = []
         i = 0
         while i < len(units):
-            j = self._pack(text, units, i)
+            j = self._pack(src, units, i)
             start, end = units[i].start, units[j - 1].end
             piece = text[start:end]
             start_line = bisect.bisect_left(newlines, start) + 1
@@ -167,14 +261,15 @@ class Chunker:
                     page=page,
                     page_end=document.page_at(end - 1) if page is not None else None,
                     tokens=count_tokens(piece),
+                    header=src.headers.at(start),
                 )
             )
             if j >= len(units):
                 break
-            i = self._next_start(text, units, i, j)
+            i = self._next_start(src, units, i, j)
         return chunks
 
-    def _pack(self, text: str, units: list[_Unit], i: int) -> int:
+    def _pack(self, src: _Source, units: list[_Unit], i: int) -> int:
         """End index (exclusive) of the longest run of units from i that fits one chunk."""
         total = units[i].tokens
         j = i + 1
@@ -194,13 +289,13 @@ class Chunker:
                 j = last_para
         # The sum is an estimate: check the real slice against both limits, shrinking if needed.
         while j > i + 1:
-            piece = text[units[i].start : units[j - 1].end]
-            if self._ok(piece, count_tokens(piece)):
+            start, end = units[i].start, units[j - 1].end
+            if self._ok(src, start, end, count_tokens(src.text[start:end])):
                 break
             j -= 1
         return j
 
-    def _next_start(self, text: str, units: list[_Unit], i: int, j: int) -> int:
+    def _next_start(self, src: _Source, units: list[_Unit], i: int, j: int) -> int:
         if self.overlap <= 0:
             return j
         k, carried = j, 0
@@ -210,6 +305,6 @@ class Chunker:
         k = max(k, i + 1)
         # Carry less overlap when the next unit would not fit after it; otherwise the next chunk
         # ends where this one did and is only a redundant suffix of it.
-        while k < j and self._pack(text, units, k) <= j:
+        while k < j and self._pack(src, units, k) <= j:
             k += 1
         return k

@@ -9,14 +9,15 @@ so a `[n]` marker on it still maps to exact, verifiable lines of the file.
 
 from __future__ import annotations
 
-from rag.chunking import count_tokens
+from rag.chunking import count_tokens, rehead
 from rag.text import sentences
 from rag.types import Highlight, Hit, Selection
 
 
 def slice_hit(hit: Hit, start: int, end: int) -> Hit:
     """The hit narrowed to chunk.text[start:end] (trailing whitespace dropped), still a verbatim
-    slice of its file with its own line span."""
+    slice of its file with its own line span, under the chunk's header (its heading the chunk's
+    nearest heading line at or above the slice, when the chunk holds one)."""
     chunk = hit.chunk
     text = chunk.text[start:end].rstrip()
     first_line = chunk.start_line + chunk.text.count("\n", 0, start)
@@ -28,6 +29,7 @@ def slice_hit(hit: Hit, start: int, end: int) -> Hit:
             "start_line": first_line,
             "end_line": first_line + text.count("\n"),
             "tokens": count_tokens(text),
+            "header": rehead(chunk.header, chunk.text, start),
         }
     )
     return hit.model_copy(update={"chunk": narrowed})

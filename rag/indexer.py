@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import ConfigDict
 
 from rag import loaders, store
-from rag.chunking import TOKENIZER_NAME, Chunker
+from rag.chunking import CHUNKING_VERSION, TOKENIZER_NAME, Chunker, embedding_text
 from rag.config import Settings
 from rag.embedding import Embedder, canonical_model_id, get_embedder
 from rag.errors import IndexNotFoundError, IndexStoreError, LoaderError, RagError
@@ -29,6 +29,9 @@ from rag.vectorstore import WritableStore, open_store
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 600.0
+# The manifest records the chunking version among the versions of what made the build; a build
+# from before it was recorded is version 1.
+CHUNKING_KEY = "rag-chunking"
 Warn = Callable[[str], None]
 
 
@@ -186,6 +189,9 @@ def rebuild_reason(previous: Manifest | None, settings: Settings, model_id: str,
             f"the chunking changed ({previous.chunk_tokens}/{previous.chunk_overlap} -> "
             f"{settings.chunk_tokens}/{settings.chunk_overlap} tokens)"
         )
+    built = previous.library_versions.get(CHUNKING_KEY, "1")
+    if built != str(CHUNKING_VERSION):
+        return f"the chunking changed (version {built} -> {CHUNKING_VERSION})"
     return None
 
 
@@ -240,11 +246,11 @@ def collect_chunks(scan: Scan, plan: Plan, settings: Settings, embedder: Embedde
 
 def embed_chunks(chunks: tuple[Chunk, ...] | list[Chunk], embedder: Embedder, settings: Settings,
                  progress: bool = False) -> np.ndarray:
-    """The vectors of the chunks' texts, one row each, in order."""
+    """The vectors of the chunks (each text under its header), one row each, in order."""
     if not chunks:
         return np.zeros((0, embedder.dimension), dtype=np.float32)
     return embedder.embed(
-        [c.text for c in chunks],
+        [embedding_text(c) for c in chunks],
         batch_size=settings.embedding_batch_size,
         progress=progress and len(chunks) >= 64,
     )
@@ -261,7 +267,7 @@ def manifest_fields(settings: Settings, embedder: Embedder, documents: dict[str,
         "chunk_overlap": settings.chunk_overlap,
         "tokenizer": TOKENIZER_NAME,
         "documents": dict(sorted(documents.items())),
-        "library_versions": store.library_versions(),
+        "library_versions": {**store.library_versions(), CHUNKING_KEY: str(CHUNKING_VERSION)},
         "seconds": seconds,
     }
 

@@ -27,11 +27,15 @@ TEMPLATE_OVERHEAD = 64
 
 
 def format_passage(number: int, hit: Hit) -> str:
+    """The passage's label (file, lines, page, and the heading it sits under, as context rather
+    than as quoted text), then its text."""
     c = hit.chunk
     lines = f"line {c.start_line}" if c.start_line == c.end_line else f"lines {c.start_line}-{c.end_line}"
     where = f"{c.source}, {lines}"
     if c.page is not None:
         where += f", page {c.page}"
+    if c.header:
+        where += f'; under "{c.header}"'
     return f"Passage [{number}] ({where}):\n{c.text}"
 
 

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from rag.embedding import Embedder
-from rag.text import sentences, terms
+from rag.text import is_heading, sentences, terms
 from rag.types import Highlight, Hit, Selection
 
 MAX_SENTENCES = 3
@@ -29,13 +29,6 @@ POINTER_WORDS = frozenset(
     terms("article articles post posts author authors document documents passage passages essay "
           "blog writer commenter piece")
 )
-_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
-
-
-def is_heading(sentence: str) -> bool:
-    """A short line without closing punctuation: a title or heading, which names a topic but
-    answers nothing."""
-    return len(sentence.split()) < 12 and not _SENTENCE_END.search(sentence)
 
 
 def _candidates(passages: list[Hit]) -> list[Highlight]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+from rag.chunking import embedding_text
 from rag.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
 from rag.types import Chunk, Manifest
 
@@ -219,10 +220,10 @@ def write_build(index_dir: Path, *, manifest_fields: dict, chunks: list[Chunk], 
         for chunk in chunks:
             fh.write(chunk.model_dump_json() + "\n")
     bm25 = None
-    if chunks:
+    if chunks:  # BM25 reads each chunk under its header, as the embedding model does
         from rag.lexical import build_bm25
 
-        bm25 = build_bm25([c.text for c in chunks])
+        bm25 = build_bm25([embedding_text(c) for c in chunks])
         bm25.save(str(tmp / BM25_DIR))
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,

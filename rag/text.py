@@ -10,6 +10,7 @@ _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof inc ltd co corp vs etc e.g i.e st jr sr no fig al approx dept est".split()
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
 STOPWORDS = frozenset(
     """a an and are as at be been but by can could did do does for from had has have how i if in
     into is it its of on or that the their them then there these they this those to was were what
@@ -59,6 +60,47 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
 def sentences(text: str) -> list[tuple[int, int]]:
     """Spans of the sentences of text that contain at least one word."""
     return [(s, e) for s, e in sentence_spans(text) if e - s >= 2 and _WORD.search(text, s, e)]
+
+
+def is_heading(sentence: str) -> bool:
+    """A short line without closing punctuation: a title or heading, which names a topic but
+    answers nothing."""
+    return len(sentence.split()) < 12 and not _SENTENCE_END.search(sentence)
+
+
+def heading_lines(text: str) -> list[tuple[int, int]]:
+    """(start, end) spans of the lines that stand alone as headings (a title, a section name, a
+    commenter's name line), whitespace trimmed, in order.
+
+    A heading line is heading-like (see is_heading), holds a word, and opens a block: it is the
+    first line, or follows a blank line, a finished sentence, a line ending in a colon or another
+    heading. A line that a PDF wrapped in mid-sentence is not one: it starts lower-case, ends on
+    a stop word or a comma, or the next line carries on in lower case.
+    """
+    lines = text.split("\n")
+    out: list[tuple[int, int]] = []
+    opens, pos = True, 0
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        start = pos + len(line) - len(line.lstrip())
+        pos += len(line) + 1
+        if not stripped:
+            opens = True
+            continue
+        following = lines[i + 1].lstrip() if i + 1 < len(lines) else ""
+        heading = opens and is_heading(stripped) and _stands_alone(stripped, following)
+        if heading:
+            out.append((start, start + len(stripped)))
+        opens = heading or stripped.endswith(":") or bool(_SENTENCE_END.search(stripped))
+    return out
+
+
+def _stands_alone(line: str, following: str) -> bool:
+    """Whether a short line reads as a whole heading rather than part of a wrapped sentence."""
+    words = _WORD.findall(line.lower())
+    if not words or line[0].islower() or words[-1] in STOPWORDS or line[-1] in ",;-\u2013\u2014/&":
+        return False
+    return not following[:1].islower()
 
 
 @lru_cache(maxsize=1)

@@ -45,7 +45,7 @@ class Chunk(Frozen):
     page: int | None = None
     page_end: int | None = None
     tokens: int
-    # Where the slice sits: the document's title and the nearest heading at or above its start
+    # Where the slice sits: the document's title and the nearest heading line above its start
     # ("Discussion about this post > Leon Liao's avatar"). Embedded and searched with the text,
     # shown to a model as context, never quoted: it is not part of the slice.
     header: str = ""

@@ -289,6 +289,20 @@ def check_a_full_rebuild_may_change_model_and_dimension(open_store: OpenStore) -
         open_store()
 
 
+def check_headers_are_kept_and_searched_with_the_text(open_store: OpenStore) -> None:
+    """A chunk's header comes back with it and its words find it, though its text lacks them."""
+    under = [c.model_copy(update={"header": "Orchard notes > Leon Liao's avatar"}) for c in document("a.txt")]
+    docs = {"a.txt": under, "b.md": document("b.md")}
+    writer = open_store(writable=True)
+    writer.add(under + docs["b.md"], vectors_for(under + docs["b.md"]))
+    writer.commit(fields(docs))
+    reader = open_store()
+    assert reader.chunks([under[2].id]) == [under[2]]
+    assert "Liao" not in under[2].text
+    assert set(_ids(reader.lexical_search("Leon Liao", 10))) == {c.id for c in under}
+    assert reader.lexical_search("Leon cider", 10)[0][0] == under[2].id  # header and text words together
+
+
 CHECKS = [
     check_empty_store,
     check_commit_returns_the_manifest,
@@ -304,4 +318,5 @@ CHECKS = [
     check_vectors_of_another_dimension_are_refused,
     check_a_manifest_that_lists_other_chunks_is_refused,
     check_a_full_rebuild_may_change_model_and_dimension,
+    check_headers_are_kept_and_searched_with_the_text,
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag import loaders
-from rag.chunking import Chunker, count_tokens
+from rag.chunking import Chunker, count_tokens, embedding_text
 from rag.embedding import HashingEmbedder
 from rag.types import Chunk, Document
 
@@ -86,7 +86,7 @@ def test_seed_chunks_within_token_limit(chunk_tokens: int, overlap: int) -> None
         _check_covers(doc, chunks)
         for chunk in chunks:
             assert count_tokens(chunk.text) <= chunk_tokens
-            assert fits(chunk.text)
+            assert fits(embedding_text(chunk))  # what is embedded: the header too
 
 
 @pytest.mark.parametrize(("chunk_tokens", "overlap"), [(180, 30), (32, 4)])
@@ -98,7 +98,7 @@ def test_long_sentences_and_long_words_within_token_limit(chunk_tokens: int, ove
     _check_covers(doc, chunks)
     for chunk in chunks:
         assert count_tokens(chunk.text) <= chunk_tokens
-        assert fits(chunk.text)
+        assert fits(embedding_text(chunk))
     assert chunks[-1].text.endswith("Another normal one follows it!")
 
 
@@ -114,7 +114,7 @@ def test_real_model_never_truncates(real_embedder, chunk_tokens: int, overlap: i
         _check_covers(doc, chunks)
         for chunk in chunks:
             assert count_tokens(chunk.text) <= chunk_tokens
-            pieces = real_embedder.token_count(chunk.text)
+            pieces = real_embedder.token_count(embedding_text(chunk))
             assert pieces <= limit, f"{doc.path} chunk {chunk.ordinal}: {pieces} word pieces"
 
 

@@ -9,6 +9,7 @@ from rag.chunking import count_tokens
 from rag.excerpts import excerpts, slice_hit
 from rag.pipeline import Rag
 from rag.selection import select
+from rag.types import Chunk, Hit
 
 from fakes import CORPUS, line_of, scripted, write_corpus  # noqa: F401
 
@@ -84,3 +85,32 @@ def test_the_windowed_prompt_is_much_shorter_than_the_passages(windowed, scripte
     whole.ask(question)
     short, long = (count_tokens(r.messages[1].content) for r in scripted.requests)
     assert short < long
+
+
+SECTIONS = (
+    "Chinese Models\n"
+    "DeepSeek:\n"
+    "A lab that trains language models cheaply.\n"
+    "Alibaba's Qwen:\n"
+    "A family of open-weight models.\n"
+    "They cover many languages.\n"
+)
+
+
+def _section_hit(header: str) -> Hit:
+    chunk = Chunk(id="s#0", source="s.txt", ordinal=0, text=SECTIONS.rstrip(), start_char=0,
+                  end_char=len(SECTIONS.rstrip()), start_line=1, end_line=6, tokens=count_tokens(SECTIONS),
+                  header=header)
+    return Hit(chunk=chunk, score=1.0, rank=1)
+
+
+def test_an_excerpt_keeps_its_chunk_s_header_under_the_nearest_heading():
+    hit = _section_hit("Models > Chinese Models")
+    lab = SECTIONS.index("A lab")
+    assert slice_hit(hit, lab, SECTIONS.index("Alibaba")).chunk.header == "Models > DeepSeek"
+    qwen = slice_hit(hit, SECTIONS.index("They cover"), len(SECTIONS.rstrip()))
+    assert qwen.chunk.header == "Models > Alibaba's Qwen"
+    assert qwen.chunk.text == "They cover many languages."  # the header is not in the text
+    text = "No headings here.\nJust text."
+    plain = Hit(chunk=hit.chunk.model_copy(update={"text": text, "end_char": len(text)}), score=1.0, rank=1)
+    assert slice_hit(plain, text.index("Just"), len(text)).chunk.header == "Models > Chinese Models"

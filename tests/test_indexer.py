@@ -192,6 +192,21 @@ def test_chunking_change_triggers_full_rebuild(make_settings, seeds_copy, counti
     assert manifest is not None and (manifest.chunk_tokens, manifest.chunk_overlap) == (tokens, overlap)
 
 
+def test_a_new_chunking_version_triggers_full_rebuild(make_settings, seeds_copy, counting_embedder, monkeypatch) -> None:
+    from rag import indexer
+
+    first = build_index(make_settings(), embedder=counting_embedder)
+    assert build_index(make_settings(), embedder=counting_embedder).full_rebuild_reason is None
+    counting_embedder.calls.clear()
+    monkeypatch.setattr(indexer, "CHUNKING_VERSION", indexer.CHUNKING_VERSION + 1)
+    report = build_index(make_settings(), embedder=counting_embedder)
+    new = indexer.CHUNKING_VERSION
+    assert report.full_rebuild_reason == f"the chunking changed (version {new - 1} -> {new})"
+    assert report.embedded_chunks == report.chunks == first.chunks == counting_embedder.texts_embedded
+    manifest = store.read_manifest(make_settings().index_dir)
+    assert manifest is not None and manifest.library_versions[indexer.CHUNKING_KEY] == str(new)
+
+
 def test_force_re_embeds_everything(make_settings, seeds_copy, counting_embedder) -> None:
     first = build_index(make_settings(), embedder=counting_embedder)
     report = build_index(make_settings(), embedder=counting_embedder, force=True)

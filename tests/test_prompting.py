@@ -165,3 +165,15 @@ def test_highlights_of_a_dropped_passage_go_with_it():
     assert request.passages == hits[:1]
     assert highlights[0].sentence in user and highlights[1].sentence not in user
     assert count_tokens(user) + 100 + TEMPLATE_OVERHEAD + count_tokens(SYSTEM_PROMPT) <= window
+
+
+def test_the_header_is_shown_as_context_in_the_label_not_as_passage_text():
+    text = "Markets are splitting into blocs.\nIt resembles a new Cold War."
+    hit = make_hit("thread.txt", text, 1)
+    hit = hit.model_copy(update={"chunk": hit.chunk.model_copy(update={"header": "Comments > Leon Liao's avatar"})})
+    user = build_request(QUESTION, [hit], context_tokens=8192, max_tokens=10).messages[1].content
+    label, body = user.split("\n", 1)
+    assert label == 'Passage [1] (thread.txt, lines 1-2; under "Comments > Leon Liao\'s avatar"):'
+    assert body.startswith(text) and "Leon Liao" not in body
+    plain = build_request(QUESTION, [make_hit("thread.txt", text, 1)], context_tokens=8192, max_tokens=10)
+    assert plain.messages[1].content.split("\n", 1)[0] == "Passage [1] (thread.txt, lines 1-2):"

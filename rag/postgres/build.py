@@ -70,14 +70,14 @@ def copy_chunks(conn: Any, chunks: Sequence[Chunk], matrix: np.ndarray, vector_t
     cur = conn.cursor()
     copy_sql = sql.SQL("COPY rag_chunks ({}, embedding) FROM STDIN (FORMAT BINARY)").format(sql.SQL(CHUNK_COLUMNS))
     with cur.copy(copy_sql) as copy:
-        copy.set_types(["text", "text", "int4", "text"] + ["int4"] * 7 + [vector_type])
+        copy.set_types(["text", "text", "int4", "text"] + ["int4"] * 7 + ["text", vector_type])
         wrap = _half if vector_type == "halfvec" else (lambda v: v)
         for chunk, vec in zip(chunks, matrix):
             copy.write_row(
                 (
                     chunk.id, chunk.source, chunk.ordinal, chunk.text, chunk.start_char,
                     chunk.end_char, chunk.start_line, chunk.end_line, chunk.page,
-                    chunk.page_end, chunk.tokens, wrap(vec),
+                    chunk.page_end, chunk.tokens, chunk.header, wrap(vec),
                 )
             )
 

@@ -3,8 +3,9 @@ column and its HNSW index kept in line with the embedding dimension and the sett
 
     rag_builds     one row per commit; exactly one ``is_current``; the manifest's fixed fields
     rag_documents  path, content hash, kind, and the build that last wrote it
-    rag_chunks     text, place in its document, embedding (vector or halfvec, HNSW cosine index)
-                   and a generated ``tsv`` tsvector (GIN index) for full-text search
+    rag_chunks     text, header, place in its document, embedding (vector or halfvec, HNSW
+                   cosine index) and a generated ``tsv`` tsvector of the header and the text
+                   (GIN index) for full-text search
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from typing import Any
 from rag.errors import IndexMismatchError, IndexStoreError
 from rag.postgres.connection import first_line
 
-SCHEMA_VERSION = 1
+# 2: chunks carry a header (tables of format 1 are brought up to it by the next build, which
+# then rebuilds every chunk: see rag.indexer.rebuild_reason).
+SCHEMA_VERSION = 2
 VECTOR_TYPES = {"vector": "vector_cosine_ops", "halfvec": "halfvec_cosine_ops"}
 
 CHUNK_COLUMNS = (
-    "id, document, ordinal, text, start_char, end_char, start_line, end_line, page, page_end, tokens"
+    "id, document, ordinal, text, start_char, end_char, start_line, end_line, page, page_end, tokens, header"
 )
+# Full-text search reads a chunk under its header, as the embedding model does.
+_TSV = "tsvector GENERATED ALWAYS AS (to_tsvector('english'::regconfig, header || ' ' || text)) STORED"
 
 _SCHEMA = """
 CREATE TABLE rag_schema (version integer NOT NULL);
@@ -54,12 +59,22 @@ CREATE TABLE rag_chunks (
     page integer,
     page_end integer,
     tokens integer NOT NULL,
+    header text NOT NULL DEFAULT '',
     embedding vector NOT NULL,
-    tsv tsvector GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED
+    tsv TSV
 );
 CREATE INDEX rag_chunks_document ON rag_chunks (document, ordinal);
 CREATE INDEX rag_chunks_tsv ON rag_chunks USING gin (tsv);
-"""
+""".replace("TSV", _TSV)
+
+# Format 1 -> 2, in the build's transaction: a build that fails leaves the tables as they were.
+_FROM_FORMAT_1 = """
+ALTER TABLE rag_chunks ADD COLUMN header text NOT NULL DEFAULT '';
+ALTER TABLE rag_chunks DROP COLUMN tsv;
+ALTER TABLE rag_chunks ADD COLUMN tsv TSV;
+CREATE INDEX rag_chunks_tsv ON rag_chunks USING gin (tsv);
+UPDATE rag_schema SET version = 2;
+""".replace("TSV", _TSV)
 
 _INDEX_OPTIONS_SQL = "SELECT reloptions FROM pg_class WHERE oid = to_regclass('rag_chunks_embedding')"
 
@@ -73,6 +88,9 @@ def ensure_schema(conn: Any, where: str) -> None:
     if exists:
         row = conn.execute("SELECT version FROM rag_schema").fetchone()
         version = row[0] if row else None
+        if version == 1:
+            conn.execute(_FROM_FORMAT_1)
+            return
         if version != SCHEMA_VERSION:
             raise IndexMismatchError(
                 f"the database at {where} holds index tables of format {version}, not "

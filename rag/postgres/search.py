@@ -87,10 +87,10 @@ def _plain(query: str) -> str:
 
 def chunk_of(row: Sequence[Any]) -> Chunk:
     """A Chunk from a row of CHUNK_COLUMNS."""
-    cid, document, ordinal, text, sc, ec, sl, el, page, page_end, tokens = row
+    cid, document, ordinal, text, sc, ec, sl, el, page, page_end, tokens, header = row
     return Chunk(
         id=cid, source=document, ordinal=ordinal, text=text, start_char=sc, end_char=ec,
-        start_line=sl, end_line=el, page=page, page_end=page_end, tokens=tokens,
+        start_line=sl, end_line=el, page=page, page_end=page_end, tokens=tokens, header=header,
     )
 
 

@@ -113,11 +113,20 @@ class PostgresStore:
         self, embedding_model: str, chunk_tokens: int | None = None, chunk_overlap: int | None = None
     ) -> None:
         """IndexMismatchError (saying what to do) when the build in use was made with another
-        embedding model or chunking than the settings say; IndexNotFoundError when there is none."""
-        row = self._db.fetchone("SELECT embedding_model, chunk_tokens, chunk_overlap FROM rag_builds WHERE is_current")
+        embedding model or chunking than the settings say, or its tables are of an older format;
+        IndexNotFoundError when there is none."""
+        row = self._db.fetchone(
+            "SELECT embedding_model, chunk_tokens, chunk_overlap, (SELECT max(version) FROM rag_schema) "
+            "FROM rag_builds WHERE is_current"
+        )
         if row is None:
             raise no_index(self.where)
-        built_model, built_tokens, built_overlap = row
+        built_model, built_tokens, built_overlap, version = row
+        if version != SCHEMA_VERSION:
+            raise IndexMismatchError(
+                f"the index in the database at {self.where} is of format {version}, not {SCHEMA_VERSION}: "
+                "run `rag index` with RAG_STORE=postgres to rebuild it"
+            )
         problems = []
         if built_model != embedding_model:
             problems.append(f"it was embedded with {built_model!r} but RAG_EMBEDDING_MODEL is {embedding_model!r}")
