@@ -2,7 +2,8 @@
 
 Like Haystack's AnswerBuilder: one function over one typed draft. Markers out of range are
 dropped; a model's answer without markers is attributed to the passages that support it; a
-model's markers on a passage that does not hold the claim are re-pointed.
+model's markers on a passage that does not hold the claim are re-pointed; a model's draft that
+falls below the key sentences it was given is completed or replaced (rag.draft_check).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rag.citations import attribute, build_citations, correct_markers, parse_markers
+from rag.draft_check import check_draft
 from rag.embedding import Embedder
 from rag.refusal import REFUSAL, is_refusal
 from rag.types import Answer, Draft
@@ -31,6 +33,13 @@ def assemble(
         text, markers = parse_markers(attribute(text, numbered, embedder), len(numbered))
     elif not draft.trust_markers:
         text, markers = parse_markers(correct_markers(text, numbered, embedder), len(numbered))
+    notes = list(draft.notes)
+    if not refused and not draft.trust_markers and draft.key:
+        # A model's draft, checked against the select stage's key sentences (rag.draft_check).
+        checked = check_draft(draft.standalone, text, draft.key, numbered, embedder)
+        if checked.text != text:
+            text, markers = parse_markers(checked.text, len(numbered))
+        notes += checked.notes
     return Answer(
         question=draft.question,
         text=text,
@@ -40,6 +49,6 @@ def assemble(
         generator=draft.generator,
         mode=draft.mode,
         standalone_question=draft.standalone if draft.standalone != draft.question else None,
-        fallback_reason="; ".join(draft.notes) or None,
+        fallback_reason="; ".join(notes) or None,
         timings=draft.timings,
     )

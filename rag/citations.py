@@ -62,6 +62,22 @@ def _support(claims: list[str], passages: list[Hit], embedder: Embedder) -> np.n
     return sims
 
 
+def supported(claims: list[str], passages: list[Hit], embedder: Embedder) -> list[bool]:
+    """Whether some passage supports each claim, by either signal of `correct_markers`: meaning
+    (a sentence's cosine clears ATTRIBUTION_THRESHOLD) or wording (it holds REPOINT_COVERAGE of
+    the claim's terms, where names and numbers live)."""
+    if not claims or not passages:
+        return [False] * len(claims)
+    sims = _support(claims, passages, embedder)
+    passage_terms = [set(terms(hit.chunk.text)) for hit in passages]
+    out = []
+    for claim, row in zip(claims, sims):
+        claim_terms = set(terms(claim)) or {""}
+        cover = max(len(claim_terms & pt) / len(claim_terms) for pt in passage_terms)
+        out.append(bool(row.max() >= ATTRIBUTION_THRESHOLD or cover >= REPOINT_COVERAGE))
+    return out
+
+
 def _with_marker(sentence: str, marker: int) -> str:
     """The sentence with its markers replaced by one, where the model put its first one: after
     the full stop or before it."""

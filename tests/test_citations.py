@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from rag.citations import attribute, best_quote, build_citations, claims_for, correct_markers, parse_markers, verify
+from rag.citations import (
+    attribute,
+    best_quote,
+    build_citations,
+    claims_for,
+    correct_markers,
+    parse_markers,
+    supported,
+    verify,
+)
 from rag.embedding import HashingEmbedder
 from rag.types import Chunk, Hit
 
@@ -210,3 +219,14 @@ def test_correct_markers_repoints_only_clearly_misplaced_markers(answer, expecte
 def test_correct_markers_needs_an_embedder_and_passages():
     assert correct_markers("Vienna stands on the Danube [3].", passages3(), None) == "Vienna stands on the Danube [3]."
     assert correct_markers("Vienna stands on the Danube [3].", [], HashingEmbedder(256)) == "Vienna stands on the Danube [3]."
+
+
+# -- supported ----------------------------------------------------------------------------------------
+def test_supported_says_which_claims_some_passage_backs():
+    hits = [
+        hit_of("bread.md", "A sourdough starter needs flour and water fed every day."),
+        hit_of("volcanoes.txt", "Katla lies beneath the Myrdalsjokull glacier and last erupted in 1918.", rank=2),
+    ]
+    claims = ["Katla last erupted in 1918.", "Penguins cannot fly.", "Myrdalsjokull"]
+    assert supported(claims, hits, HashingEmbedder()) == [True, False, True]
+    assert supported(claims, [], HashingEmbedder()) == [False, False, False]
