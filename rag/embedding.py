@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -40,6 +41,45 @@ class Embedder(Protocol):
     def fits(self, text: str) -> bool: ...
 
 
+# Sentences and questions seen lately, per embedder: a question is embedded once for retrieval
+# and again for selection, and the same passages come back for related questions.
+VECTOR_CACHE_SIZE = 20_000
+
+
+def embed_cached(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """`embedder.embed(texts)`, reusing the vectors of texts embedded through here before (a
+    bounded least-recently-used cache kept on the embedder)."""
+    cache: OrderedDict[str, np.ndarray] | None = getattr(embedder, "_vector_cache", None)
+    if cache is None:
+        cache = OrderedDict()
+        try:
+            embedder._vector_cache = cache  # type: ignore[attr-defined]
+        except AttributeError:  # an embedder that takes no attributes: no caching
+            return embedder.embed(texts)
+    with _vector_lock:
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+    if missing:
+        vectors = embedder.embed(missing)
+        with _vector_lock:
+            for text, vector in zip(missing, vectors):
+                cache[text] = vector
+    with _vector_lock:
+        rows = []
+        for text in texts:
+            vector = cache.get(text)
+            if vector is None:  # evicted by another thread meanwhile
+                vector = embedder.embed([text])[0]
+            else:
+                cache.move_to_end(text)
+            rows.append(vector)
+        while len(cache) > VECTOR_CACHE_SIZE:
+            cache.popitem(last=False)
+    if not rows:
+        return np.zeros((0, embedder.dimension), dtype=np.float32)
+    return np.stack(rows)
+
+
+_vector_lock = threading.Lock()
 SMALL_INPUT = 64  # texts; up to this many are embedded on one thread
 
 

@@ -7,7 +7,7 @@ import contextlib
 import math
 import re
 
-from rag.embedding import Embedder
+from rag.embedding import Embedder, embed_cached
 from rag.errors import ConfigError
 from rag.faiss_store import FaissStore
 from rag.store import LoadedIndex
@@ -37,7 +37,7 @@ class Retriever:
         if mode not in MODES:
             raise ConfigError(f"RAG_RETRIEVAL_MODE: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         depth = max(top_k * 4, 20)
-        qvec = self.embedder.embed([query])[0]
+        qvec = embed_cached(self.embedder, [query])[0]
         if mode == "hybrid" and hasattr(self.store, "hybrid_search"):  # one round trip (PostgreSQL)
             return _dedupe(self.store.hybrid_search(qvec, query, depth), top_k)
         # Several reads: a store that serves builds committed meanwhile (PostgreSQL) pins one for them.

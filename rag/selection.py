@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from rag.embedding import Embedder
+from rag.embedding import Embedder, embed_cached
 from rag.text import is_heading, sentences, terms
 from rag.types import Highlight, Hit, Selection
 
@@ -62,7 +62,7 @@ def _scores(question: str, candidates: list[Highlight], embedder: Embedder | Non
     if embedder is not None:
         # Embedding is the costly part: only the lexically closest sentences are compared.
         shortlist = np.argsort(-lexical, kind="stable")[:SEMANTIC_SHORTLIST]
-        vecs = embedder.embed([question] + [candidates[i].sentence for i in shortlist])
+        vecs = embed_cached(embedder, [question] + [candidates[i].sentence for i in shortlist])
         semantic[shortlist] = vecs[1:] @ vecs[0]
     # Earlier passages ranked higher in retrieval; a small prior keeps ties in their order.
     prior = np.array([0.05 / c.marker for c in candidates])
