@@ -33,7 +33,7 @@ from rag.indexer import build_index
 from rag.prompting import SYSTEM_PROMPT, build_request
 from rag.refusal import REFUSAL
 from rag.retrieval import Retriever
-from rag.selection import select
+from rag.selection import prime, select
 from rag.text import clean_question
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Selection, Timings
 from rag.verification import verify
@@ -130,6 +130,7 @@ class Rag:
         corpus = self.settings.prompt_context in ("auto", "corpus") and hasattr(gen, "save_prefix") and chunks
         build = self.handle.build if corpus else ""
         if corpus and self.corpus_cache.fits(build, chunks, gen.context_tokens, self.settings.llm_max_tokens):
+            prime(chunks, self.embedder)  # every sentence embedded now: selecting is a lookup
             state = self.corpus_cache.ready(build, gen.fingerprint)
             if state is not None:
                 gen.preload(state)

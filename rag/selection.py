@@ -14,7 +14,7 @@ import numpy as np
 
 from rag.embedding import Embedder, embed_cached
 from rag.text import is_heading, sentences, terms
-from rag.types import Highlight, Hit, Selection
+from rag.types import Chunk, Highlight, Hit, Selection
 
 MAX_SENTENCES = 3
 MIN_SCORE = 0.35
@@ -67,6 +67,15 @@ def _scores(question: str, candidates: list[Highlight], embedder: Embedder | Non
     # Earlier passages ranked higher in retrieval; a small prior keeps ties in their order.
     prior = np.array([0.05 / c.marker for c in candidates])
     return 0.6 * lexical + 0.4 * np.clip(semantic, 0, None) + prior, lexical
+
+
+def prime(chunks: list[Chunk], embedder: Embedder) -> int:
+    """Embed every candidate sentence of these chunks now (a corpus small enough for the model
+    to read whole, at start), so selecting later only looks their vectors up. Returns how many."""
+    hits = [Hit(chunk=c, score=0.0, rank=i) for i, c in enumerate(chunks, start=1)]
+    texts = [c.sentence for c in _candidates(hits)]
+    embed_cached(embedder, texts)
+    return len(texts)
 
 
 def select(question: str, passages: list[Hit], embedder: Embedder | None = None) -> Selection:
