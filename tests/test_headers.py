@@ -211,3 +211,17 @@ def test_postgres_tables_from_before_headers_are_brought_up_and_rebuilt(make_set
     [(cid, _)] = reader.lexical_search("Quist", 1)
     [chunk] = reader.chunks([cid])
     assert "Orchards" in chunk.text and chunk.header == "Discussion about this post > Mara Quist's avatar"
+
+
+# -- the real embedding model ------------------------------------------------------------------------
+@pytest.mark.integration
+def test_a_question_naming_a_commenter_finds_his_comment_in_the_seeds(make_settings, seeds_copy, real_embedder) -> None:
+    from rag.retrieval import Retriever
+
+    settings = make_settings(embedding_model=real_embedder.model_id)
+    build_index(settings, embedder=real_embedder)
+    [top, *_] = Retriever(store.load(settings.index_dir), real_embedder).search(
+        "What does Leon Liao say about the Cold War?", top_k=5)
+    # The part of his comment that never names him, found through the name line above it.
+    assert top.chunk.source == "000_2cc7a2ca98addbf3.txt" and top.chunk.header == COMMENT_HEADER
+    assert "Cold War" in top.chunk.text and "Liao" not in top.chunk.text
