@@ -24,6 +24,11 @@ from rag.types import Frozen, Highlight, Hit
 # follows "It erupted in 1947 ...", not the best-scored "Hekla is the most active volcano ...").
 # Half: an incomplete answer names one of three, a complete one all of them.
 HOLD_SHARE = 0.5
+# A key sentence holding this share of the question's terms answers it: a draft missing its facts
+# missed the answer even when it names something else from the passages ("ChatGPT" for "Which
+# OpenAI model does DeepSeek rival?", whose key sentence names o1). A key sentence holding less
+# ("Hekla is the most active volcano" for "When did Hekla erupt?", 1 of 2) may be context only.
+KEY_ANSWERS = 0.6
 # "Most" of the draft's sentences unsupported: more than half. A single stray sentence beside a
 # supported one is left alone (false alarms cost more than a missed one: the text is replaced).
 UNSUPPORTED_SHARE = 0.5
@@ -159,6 +164,12 @@ def _held(fact: Fact, draft_words: set[str]) -> bool:
     return 2 * _found(fact.words, draft_words) >= len(fact.words)
 
 
+def _answers(sentence: str, question: str) -> bool:
+    """Whether a sentence holds KEY_ANSWERS of the question's terms."""
+    asked = set(terms(question))
+    return bool(asked) and len(asked & set(terms(sentence))) >= KEY_ANSWERS * len(asked)
+
+
 def _names_from_passages(question: str, draft: str, passages: list[Hit]) -> bool:
     """Whether the draft names something of its own that the passages hold (a year, a name): it
     answered from a passage sentence, if not from a key one."""
@@ -174,13 +185,16 @@ def _missing_names(
     question: str, draft: str, key: list[Highlight], passages: list[Hit]
 ) -> tuple[list[tuple[int, list[str]]], Highlight | None]:
     """What the draft misses: list items per key sentence marker, or the best key sentence to
-    quote when the draft holds under HOLD_SHARE of its facts (and of every key sentence's), names
-    nothing else the passages hold, and none of the missing facts is a list item."""
+    quote when the draft holds under HOLD_SHARE of its facts (and of every key sentence's), the
+    sentence answers the question or the draft names nothing else the passages hold, and none of
+    the missing facts is a list item."""
     plain = MARKER.sub(" ", draft)
     draft_words = set(_words(plain))
     per_key = [facts(h.sentence, question) for h in key]
     shares = [sum(_held(f, draft_words) for f in found) / len(found) for found in per_key if found]
-    short = bool(per_key[0]) and max(shares) < HOLD_SHARE and not _names_from_passages(question, plain, passages)
+    short = bool(per_key[0]) and max(shares) < HOLD_SHARE and (
+        _answers(key[0].sentence, question) or not _names_from_passages(question, plain, passages)
+    )
     several = asks_for_several(question)
     if not (short or several):
         return [], None

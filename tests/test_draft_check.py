@@ -187,3 +187,17 @@ def test_a_draft_naming_what_another_passage_sentence_says_passes():
     assert out.text == "Hekla erupted in 1947 [1]." and out.notes == []
     made_up = check_draft("When did Hekla erupt?", "Hekla erupted in 1823 [1].", key, passages, HashingEmbedder(256))
     assert made_up.notes == [QUOTED_NOTE]
+
+
+def test_a_draft_naming_the_wrong_thing_gets_the_key_sentence_that_answers_the_question():
+    text = ("Being one of the first successful AI models, ChatGPT set the benchmarks.\n"
+            "DeepSeek, for instance, rivals GPT\u2019s o1 model while being more efficient, open-source, and "
+            "freely available.")
+    best = text.split("\n")[1]
+    passages = [Hit(chunk=Chunk(id="m", source="m.txt", ordinal=0, text=text, start_char=0, end_char=len(text),
+                                start_line=1, end_line=2, tokens=30), score=1.0, rank=1)]
+    key = [Highlight(marker=1, sentence=best, start=text.index(best), end=len(text), score=0.9)]
+    out = check_draft("Which OpenAI model does DeepSeek rival while being more efficient?", "ChatGPT [1]", key,
+                      passages, HashingEmbedder(256))
+    assert out.notes == [QUOTED_NOTE]
+    assert out.text == f'ChatGPT [1]. The documents say: "{best[:-1]}" [1].'
