@@ -8,14 +8,17 @@ How one question is answered, stage by stage (each a module named for its role):
 
 1. retrieve  `rag.retrieval`     Retriever.search -> list[Hit]  (dense + BM25, fused)
 2. select    `rag.selection`     select(question, hits) -> Selection  (the sentences that answer)
-   decide    `rag.answerability` decide(...) -> Verdict  (refuse when the sentences do not answer)
+   decide    `rag.answerability` decide(..., reading) -> Verdict  (refuse when the sentences do not
+                                 answer; `rag.judge`: the model's one-pass yes/no reading)
 3. prompt    `rag.prompting`     build_request(...) -> GenerationRequest
 4. generate  `rag.generation`    Generator.stream(request) -> text pieces  (llamacpp, openai,
                                  extractive; FallbackGenerator, DeadlineGenerator)
-5. assemble  `rag.assembly`      assemble(Draft) -> Answer  (markers -> verified citations)
+5. assemble  `rag.assembly`      assemble(Draft) -> Answer  (markers -> verified citations;
+                                 `rag.draft_check`: a draft missing the key facts is completed)
 6. verify    `rag.verification`  verify(Answer) -> Answer
 
-`rag.pipeline.Rag` ties the stages together and holds what is loaded once; `rag.index_handle`
+`rag.pipeline.Rag` ties the stages together and holds what is loaded once (its answers stream
+through `rag.streaming.AnswerStream`); `rag.index_handle`
 owns the build in use. How a document becomes an index: `rag.loaders` -> `rag.chunking` ->
 `rag.embedding` -> `rag.indexer` -> a store (`rag.vectorstore`, `rag.store`). The records passed
 between stages are in `rag.types`; settings in `rag.config`; errors in `rag.errors`.

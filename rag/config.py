@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     answerability_threshold: float = Field(0.0, ge=0.0, le=1.0)
     # "model": the answering model (local or OpenAI-compatible) is first asked, in one short pass,
     # whether the passages state the answer, and its reading joins the score, refused under
-    # answerability_read_threshold (0 turns it off); "none": the features alone decide.
-    answerability_reader: Literal["model", "none"] = "model"
+    # answerability_read_threshold (0 turns it off); "local": the local model reads for every
+    # backend (the extractive one included); "none": the features alone decide.
+    answerability_reader: Literal["model", "local", "none"] = "model"
     answerability_read_threshold: float = Field(0.0, ge=0.0, le=1.0)
     max_question_chars: int = Field(2000, ge=10)
 

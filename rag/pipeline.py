@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Callable, TypedDict, Unpack
+from typing import TypedDict, Unpack
 
 from rag import generation
 from rag.answerability import decide
@@ -34,6 +34,7 @@ from rag.prompting import SYSTEM_PROMPT, build_request
 from rag.refusal import REFUSAL
 from rag.retrieval import Retriever
 from rag.selection import prime, select
+from rag.streaming import AnswerStream
 from rag.text import clean_question
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Selection, Timings
 from rag.verification import verify
@@ -48,45 +49,6 @@ class AskOptions(TypedDict, total=False):
     top_k: int | None  # passages to retrieve (RAG_TOP_K)
     mode: str | None  # dense, bm25 or hybrid (RAG_RETRIEVAL_MODE)
     history: Sequence[Turn]  # earlier (question, answer) turns, for follow-up questions
-
-
-class AnswerStream:
-    """Iterate for text pieces as they are generated; `result()` drains and returns the Answer.
-
-    `status` says what is happening before the first piece (for a page or a terminal to show).
-    """
-
-    def __init__(self, pieces: Iterator[str], finish: Callable[[str, RagError | None], Answer],
-                 *, status: str = "") -> None:
-        self._pieces = pieces
-        self._finish = finish
-        self.status = status
-        self.answer: Answer | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        collected: list[str] = []
-        error: RagError | None = None
-        try:
-            for piece in self._pieces:
-                collected.append(piece)
-                yield piece
-        except RagError as exc:
-            error = exc
-        self.answer = self._finish("".join(collected), error)
-
-    def result(self) -> Answer:
-        """The final Answer, reading whatever has not been read yet."""
-        if self.answer is None:
-            for _ in self:
-                pass
-        assert self.answer is not None  # set by the loop above, or it raised
-        return self.answer
-
-    def close(self) -> None:
-        """Stop early (the user pressed stop); the answer keeps what arrived."""
-        close = getattr(self._pieces, "close", None)
-        if close:
-            close()
 
 
 class Rag:
@@ -278,9 +240,9 @@ class Rag:
         primary = self.generator(generator)
         relevant = bool(hits) and max((h.dense_score or 0.0) for h in hits) >= self.settings.relevance_floor
         selection = select(standalone, hits, self.embedder) if relevant else None
-        reads = selection is not None and self._reads(primary)
+        reader = self._reader(primary) if selection is not None else None
         threshold = self.settings.answerability_threshold  # 0: off, nothing to compute per question
-        verdict = decide(standalone, hits, selection, threshold) if selection and threshold > 0 and not reads else None
+        verdict = decide(standalone, hits, selection, threshold) if selection and threshold > 0 and not reader else None
         if selection is None or (verdict is not None and not verdict.answerable):
             # Nothing relevant enough, or the passages do not answer: refuse without a model call.
             refusal = draft.model_copy(update={
@@ -288,15 +250,23 @@ class Rag:
                 "timings": Timings(retrieve=retrieved - started, total=time.perf_counter() - started),
             })
             return AnswerStream(iter([REFUSAL]), lambda _raw, _error: self._finish(refusal))
-        return self._generate(draft, primary, started, retrieved, selection, reads=reads)
+        return self._generate(draft, primary, started, retrieved, selection, reader=reader)
 
-    def _reads(self, primary: Generator) -> bool:
-        """Whether the answering model is asked if the passages answer (RAG_ANSWERABILITY_READER)."""
-        return (self.settings.answerability_reader == "model" and hasattr(primary, "judge")
-                and self.settings.answerability_read_threshold > 0)
+    def _reader(self, primary: Generator) -> Generator | None:
+        """Who is asked whether the passages answer (RAG_ANSWERABILITY_READER): the answering
+        model, or the local model for every backend; None when nobody reads."""
+        how = self.settings.answerability_reader
+        if how == "none" or self.settings.answerability_read_threshold <= 0:
+            return None
+        if how == "local":
+            try:
+                primary = self.generator("llamacpp")
+            except RagError:
+                return None  # no local model installed: the features decide
+        return primary if hasattr(primary, "judge") else None
 
     def _generate(self, draft: Draft, primary: Generator, started: float, retrieved: float,
-                  selection: Selection, *, reads: bool = False) -> AnswerStream:
+                  selection: Selection, *, reader: Generator | None = None) -> AnswerStream:
         """Generate stage (primary bounded by the answer deadline, the extractive backend behind
         it), then assemble and verify when the stream ends."""
         request = self.request_for(draft.standalone, draft.hits, primary, selection)
@@ -309,8 +279,9 @@ class Rag:
 
         def pieces() -> Iterator[str]:
             with self._slots:
-                if reads:
-                    verdict = self._read(draft, primary, request, selection)
+                if reader is not None:
+                    asked = request if reader is primary else self.request_for(draft.standalone, draft.hits, reader, selection)
+                    verdict = self._read(draft, reader, asked, selection)
                     if not verdict.answerable:
                         refused.append(verdict)
                         first_token.append(time.perf_counter())
@@ -345,11 +316,11 @@ class Rag:
         status = f"reading {len(request.passages)} passages from {sources} file{'s' * (sources != 1)}"
         return AnswerStream(pieces(), finish, status=status)
 
-    def _read(self, draft: Draft, primary: Generator, request: GenerationRequest, selection: Selection):
+    def _read(self, draft: Draft, reader: Generator, request: GenerationRequest, selection: Selection):
         """The answerability decision with the model's reading (one short yes/no pass; a model
         that cannot read leaves the decision to the features alone)."""
         try:
-            reading = primary.judge(request)  # type: ignore[attr-defined]
+            reading = reader.judge(request)  # type: ignore[attr-defined]
         except RagError:
             reading = None
         threshold = self.settings.answerability_read_threshold if reading is not None else \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,19 @@ def register_scripted(generator: ScriptedGenerator, name: str = "scripted") -> S
 
 def unregister(name: str) -> None:
     generation.unregister(name)
+
+
+@contextmanager
+def standing_in(name: str, factory) -> Iterator[None]:
+    """Register `factory` under a built-in backend's name for a while, then put the built-in back."""
+    saved = generation.registered(name)
+    generation.register(name, factory)
+    try:
+        yield
+    finally:
+        generation.unregister(name)
+        if saved is not None:
+            generation.register(name, saved[0], parallel=saved[1])
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import pytest
 
 from rag.answerability import combined, decide, features, score
 from rag.config import load_settings
-from rag.errors import ConfigError, GeneratorError
+from rag.errors import ConfigError, GeneratorError, GeneratorUnavailableError
 from rag.generation.openai_compat import OpenAIGenerator
 from rag.judge import JUDGE_INSTRUCTION, judge_request, parse_verdict, verdict_request, yes_share
 from rag.pipeline import Rag
 from rag.types import GenerationRequest, Message
 
-from fakes import CORPUS, ReadingGenerator, line_of, register_scripted, unregister, write_corpus  # noqa: F401
+from fakes import CORPUS, ReadingGenerator, line_of, register_scripted, standing_in, unregister, write_corpus  # noqa: F401
 from test_answerability import PARAGRAPH, hit, ranked
 
 KATLA = "When did Katla last erupt?"
@@ -158,7 +158,7 @@ def reading_rag(make_settings, in_tmp):
     def make(*readings, **settings):
         gen = register_scripted(ReadingGenerator(*readings), "reading")
         rag = Rag(make_settings(**{"chunk_tokens": 24, "chunk_overlap": 0, "generator": "reading",
-                                   "answerability_read_threshold": 0.5, **settings}))
+                                   "answerability_read_threshold": 0.5, "relevance_floor": 0.08, **settings}))
         rag.index()
         return rag, gen
 
@@ -206,3 +206,28 @@ def test_off_topic_questions_are_refused_before_any_reading(reading_rag):
     rag, gen = reading_rag(0.99)
     assert rag.ask("Quantum chromodynamics gluon confinement?").refused
     assert gen.judged == [] and gen.calls == 0
+
+
+def test_the_local_model_can_read_for_another_backend(reading_rag):
+    rag, gen = reading_rag(0.01, answerability_reader="local")
+    plain = register_scripted(ReadingGenerator(), "plain")
+    try:
+        with standing_in("llamacpp", lambda settings, embedder: gen):
+            rag.settings = rag.settings.model_copy(update={"generator": "plain"})
+            answer = rag.ask(KATLA)
+    finally:
+        unregister("plain")
+    assert answer.refused and "the model said no" in answer.fallback_reason
+    assert len(gen.judged) == 1 and plain.judged == [] and plain.calls == 0
+
+
+def test_no_local_model_means_the_features_decide(reading_rag):
+    rag, gen = reading_rag(0.01, answerability_reader="local")
+    gen.enqueue("Katla last erupted in 1918 [1].")
+
+    def missing(settings, embedder):
+        raise GeneratorUnavailableError("llama-cpp-python is not installed")
+
+    with standing_in("llamacpp", missing):
+        assert not rag.ask(KATLA).refused
+    assert gen.judged == []

@@ -33,6 +33,11 @@ def parallel(name: str) -> bool:
     return name not in _SERIAL
 
 
+def registered(name: str) -> tuple[Factory, bool] | None:
+    """The factory registered under `name` and whether it is parallel (to register it again)."""
+    return (_REGISTRY[name], name not in _SERIAL) if name in _REGISTRY else None
+
+
 def unregister(name: str) -> None:
     """Remove a backend registered under `name` (a plug-in unloading, or a test cleaning up)."""
     _REGISTRY.pop(name, None)
