@@ -16,7 +16,7 @@ from rag.judge import JUDGE_INSTRUCTION, judge_request, parse_verdict, verdict_r
 from rag.pipeline import Rag
 from rag.types import GenerationRequest, Message
 
-from fakes import CORPUS, ReadingGenerator, line_of, register_scripted, standing_in, unregister, write_corpus  # noqa: F401
+from fakes import CORPUS, HASHING_FLOOR, ReadingGenerator, line_of, register_scripted, standing_in, unregister, write_corpus  # noqa: F401
 from test_answerability import PARAGRAPH, hit, ranked
 
 KATLA = "When did Katla last erupt?"
@@ -158,7 +158,7 @@ def reading_rag(make_settings, in_tmp):
     def make(*readings, **settings):
         gen = register_scripted(ReadingGenerator(*readings), "reading")
         rag = Rag(make_settings(**{"chunk_tokens": 24, "chunk_overlap": 0, "generator": "reading",
-                                   "answerability_read_threshold": 0.5, "relevance_floor": 0.08, **settings}))
+                                   "answerability_read_threshold": 0.5, "relevance_floor": HASHING_FLOOR, **settings}))
         rag.index()
         return rag, gen
 

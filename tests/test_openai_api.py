@@ -13,7 +13,7 @@ from rag.openai_api import ChatMessage, conversation, mount_openai_api
 from rag.pipeline import Rag
 from rag.prompting import REFUSAL
 
-from fakes import CORPUS, line_of, scripted, write_corpus  # noqa: F401
+from fakes import CORPUS, HASHING_FLOOR, line_of, scripted, write_corpus  # noqa: F401
 
 KATLA = "When did Katla last erupt?"
 KATLA_LINE = line_of(CORPUS["volcanoes.txt"], "Katla")
@@ -34,7 +34,8 @@ def make_client(make_settings, in_tmp):
     def make(**overrides) -> TestClient:
         if overrides.pop("corpus", True):
             write_corpus(in_tmp / "seeds")
-        settings = make_settings(chunk_tokens=24, chunk_overlap=0, generator="scripted", **overrides)
+        settings = make_settings(**{"chunk_tokens": 24, "chunk_overlap": 0, "generator": "scripted",
+                                    "relevance_floor": HASHING_FLOOR, **overrides})
         app = FastAPI()
 
         @app.get("/{path:path}")  # like Gradio's own catch-all, registered first

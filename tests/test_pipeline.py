@@ -12,9 +12,9 @@ from rag.pipeline import AnswerStream, Rag
 from rag.prompting import REFUSAL
 from rag.types import Answer
 
-from fakes import CORPUS, ScriptedGenerator, line_of, register_scripted, scripted, unregister, write_corpus  # noqa: F401
+from fakes import CORPUS, HASHING_FLOOR, ScriptedGenerator, line_of, register_scripted, scripted, unregister, write_corpus  # noqa: F401
 
-FLOOR = 0.08  # what the hashing embedder needs (the real model's floor is 0.22)
+FLOOR = HASHING_FLOOR
 KATLA = "When did Katla last erupt?"
 DANUBE = "Which cities stand on the Danube?"
 OFF_TOPIC = "Quantum chromodynamics gluon confinement?"
