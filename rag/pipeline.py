@@ -177,14 +177,19 @@ class Rag:
 
         The context is, by RAG_PROMPT_CONTEXT: the whole corpus already read by the model (a
         small corpus and a model that can save what it read), the best sentences with their
-        neighbours (windowed), or the retrieved passages whole.
+        neighbours (windowed), or the retrieved passages whole. `auto` picks by what reading
+        costs the backend: the corpus, else windowed, for the local model; passages for an
+        endpoint (which reads a thousand tokens in a blink).
         """
         selection = selection or select(question, hits, self.embedder)
         corpus = self._corpus_request(question, hits, selection.key, gen)
         if corpus is not None:
             return corpus
         passages, key, shown = hits, selection.key, self.settings.prompt_highlights
-        if self.settings.prompt_context != "passages" and selection.ranked:
+        context = self.settings.prompt_context
+        if context == "auto":
+            context = "windowed" if hasattr(gen, "save_prefix") else "passages"
+        if context != "passages" and selection.ranked:
             budget = self.settings.prompt_budget_tokens
             passages, key = excerpts(selection, hits, budget=budget, neighbours=self.settings.prompt_window)
             shown = False  # the excerpts are the best sentences already

@@ -458,3 +458,28 @@ def test_a_complete_model_answer_is_left_as_written(r, scripted):
     answer = r.ask(DANUBE)
     assert answer.text == "Vienna and Budapest both stand on the Danube [1]."
     assert answer.fallback_reason is None
+
+
+def test_auto_context_is_windowed_for_a_local_model_and_whole_passages_for_an_endpoint(make_settings, in_tmp):
+    class Local(ScriptedGenerator):
+        """Stands for a model that reads slowly and can save what it read."""
+
+        def save_prefix(self, system, path):  # pragma: no cover - the corpus does not fit 1,024 tokens
+            raise AssertionError("the corpus must not be read whole here")
+
+    write_corpus(in_tmp / "seeds")
+    requests = {}
+    for name, gen in (("local", Local(context_tokens=1024)), ("endpoint", ScriptedGenerator(context_tokens=1024))):
+        register_scripted(gen, name)
+        try:
+            r = indexed(Rag(make_settings(chunk_tokens=60, chunk_overlap=0, generator=name, relevance_floor=0.0, prompt_budget_tokens=20,
+                                          prompt_context="auto")))
+            r.ask(KATLA)
+        finally:
+            unregister(name)
+        requests[name] = gen.requests[0]
+    local, endpoint = requests["local"], requests["endpoint"]
+    assert all(p.chunk.text in CORPUS[p.chunk.source] for p in local.passages)
+    assert sum(len(p.chunk.text) for p in local.passages) < sum(len(p.chunk.text) for p in endpoint.passages)
+    assert "Most relevant sentences" in endpoint.messages[1].content  # the old prompt: passages + highlights
+    assert "Most relevant sentences" not in local.messages[1].content  # excerpts are the best sentences
