@@ -44,6 +44,8 @@ _TOKEN = re.compile(r"\w+(?:[.'\u2019\-]\w+)*\.?")
 _QUOTED = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{2,60})[\"\u201d]")
 # Between two names of one enumeration: "A, B", "A and B", "A, or B", "A/B".
 _LIST_GAP = re.compile(r"\s*(?:,\s*(?:and|or)?|;|/|&|and|or)\s*", re.IGNORECASE)
+_RUN_GAPS = (" ", "'s ", "\u2019s ")
+_AND_OR = re.compile(r"\b(?:and|or)\b", re.IGNORECASE)
 _JOINED = re.compile(r"\s+(?:and|or)\s+", re.IGNORECASE)
 _PLURAL_ASK = re.compile(
     r"\b(?:what|who|which)\s+(?:are|were)\b|\bname\s+(?:the|all|some|two|three|four|five)\b"
@@ -115,11 +117,13 @@ def _phrases(sentence: str) -> list[tuple[int, int]]:
     for index, match in enumerate(_TOKEN.finditer(sentence)):
         token = _clean(match.group())
         start, end = match.start(), match.start() + len(token)
-        if not _name_like(token) or any(s <= start < e for s, e in quoted):
+        # A run goes on across a space or a possessive: "Huawei Cloud", "Google's Gemini", "Llama 4".
+        goes_on = index > 0 and bool(spans) and sentence[spans[-1][1] : start] in _RUN_GAPS
+        if not (_name_like(token) or (goes_on and token.isdigit())) or any(s <= start < e for s, e in quoted):
             continue
         if index == 0:
             first = (start, end)
-        elif spans and sentence[spans[-1][1] : start] == " ":
+        elif goes_on:
             spans[-1] = (spans[-1][0], end)
         else:
             spans.append((start, end))
@@ -132,10 +136,19 @@ def facts(sentence: str, question: str) -> list[Fact]:
     """The facts of a key sentence: its name-like phrases that the question does not already
     hold, each marked when it is an item of an enumeration ("Alibaba, Tencent and Baidu")."""
     spans = _phrases(sentence)
-    listed = set()
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
-        if _LIST_GAP.fullmatch(sentence[e1:s2]):
-            listed.update({(s1, e1), (s2, e2)})
+    listed: set[tuple[int, int]] = set()
+    chain = spans[:1]
+    closed = False  # "and"/"or" comes before an enumeration's last item
+    for before, after in zip(spans, spans[1:] + [(len(sentence), len(sentence))]):
+        gap = sentence[before[1] : after[0]]
+        if after in spans and not closed and _LIST_GAP.fullmatch(gap):
+            chain.append(after)
+            closed = bool(_AND_OR.search(gap))
+            continue
+        # An enumeration has "and"/"or" or three items: "Gemini, China's ..." is none.
+        if closed or len(chain) >= 3:
+            listed.update(chain)
+        chain, closed = [after], False
     asked = set(_words(question))
     out: list[Fact] = []
     for span in spans:
@@ -185,17 +198,22 @@ def _missing_names(
     question: str, draft: str, key: list[Highlight], passages: list[Hit]
 ) -> tuple[list[tuple[int, list[str]]], Highlight | None]:
     """What the draft misses: list items per key sentence marker, or the best key sentence to
-    quote when the draft holds under HOLD_SHARE of its facts (and of every key sentence's), the
-    sentence answers the question or the draft names nothing else the passages hold, and none of
-    the missing facts is a list item."""
+    quote when the draft holds under HOLD_SHARE of its facts (and of every key sentence's; none
+    when one thing is asked), the sentence answers the question or the draft names nothing else
+    the passages hold, and none of the missing facts is a list item."""
     plain = MARKER.sub(" ", draft)
     draft_words = set(_words(plain))
     per_key = [facts(h.sentence, question) for h in key]
-    shares = [sum(_held(f, draft_words) for f in found) / len(found) for found in per_key if found]
-    short = bool(per_key[0]) and max(shares) < HOLD_SHARE and (
-        _answers(key[0].sentence, question) or not _names_from_passages(question, plain, passages)
-    )
+    held = [sum(_held(f, draft_words) for f in found) for found in per_key]
     several = asks_for_several(question)
+    # A question asking for one thing is answered by one fact of a key sentence, however many
+    # names that sentence holds ("Qwen3-Coder" of a sentence listing six models).
+    short = (
+        bool(per_key[0])
+        and all(n < HOLD_SHARE * len(found) for n, found in zip(held, per_key) if found)
+        and (several or not any(held))
+        and (_answers(key[0].sentence, question) or not _names_from_passages(question, plain, passages))
+    )
     if not (short or several):
         return [], None
     groups: list[tuple[int, list[str]]] = []

@@ -201,3 +201,14 @@ def test_a_draft_naming_the_wrong_thing_gets_the_key_sentence_that_answers_the_q
                       passages, HashingEmbedder(256))
     assert out.notes == [QUOTED_NOTE]
     assert out.text == f'ChatGPT [1]. The documents say: "{best[:-1]}" [1].'
+
+
+def test_one_right_name_of_a_sentence_naming_many_answers_a_question_asking_for_one():
+    sentence = ("Models such as DeepSeek R1-0528, Kimi K2 and Zhipu\u2019s GLM 4.5, with Alibaba\u2019s Qwen3-Coder "
+                "for code, rival OpenAI\u2019s GPT-4 and Google\u2019s Gemini.")
+    key = [Highlight(marker=1, sentence=sentence, start=0, end=len(sentence), score=0.9)]
+    out = check_draft("Which Qwen3 variation is described as good at code?", "Qwen3-Coder [1].", key, [], None)
+    assert out.text == "Qwen3-Coder [1]." and out.notes == []
+    listed = [(f.text, f.listed) for f in facts(sentence, "Which Qwen3 variation?")]
+    assert ("Zhipu\u2019s GLM 4.5", True) in listed and ("Google\u2019s Gemini", True) in listed
+    assert ("Alibaba\u2019s Qwen3-Coder", False) in listed
