@@ -289,6 +289,18 @@ def corpus_settings(corpus_jsonl: Path, base: Settings, *, seeds: Path | None, i
     return base.model_copy(update={"seeds_dir": seeds_dir, "index_dir": index_dir})
 
 
+def ready(rag, generator: str | None) -> None:
+    """Warm the generator as a server does at start, and wait for a corpus state it starts
+    (a small corpus read whole): answers are measured as a user gets them once it is ready."""
+    import time
+
+    rag.warm_up(generator)
+    if rag.corpus_cache.building():
+        while rag.corpus_cache.building():
+            time.sleep(1)
+        rag.warm_up(generator)
+
+
 def evaluate_questions(
     path: Path,
     settings: Settings,
@@ -316,6 +328,7 @@ def evaluate_questions(
     rag.index()
     gen = rag.generator(generator)  # load the model before the clock starts
     rag.retrieve("warm up", top_k=top_k, mode=mode)
+    ready(rag, generator)
     observations = []
     for n, item in enumerate(items, start=1):
         observations.append(observe(rag, item, generator=generator, top_k=top_k, mode=mode))
