@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.chunking import embedding_text
 from rag.errors import ConfigError, RagError
 from rag.types import Chunk
 
@@ -144,7 +145,7 @@ class _ChunkFiles:
             if not collected.chunks:  # still recorded, with no chunks
                 emit(rel, digest, kind)
             for chunk in collected.chunks:
-                emit(rel, digest, kind, chunk.model_dump_json(), chunk.text)
+                emit(rel, digest, kind, chunk.model_dump_json(), embedding_text(chunk))  # what is embedded: text under its header
         return out
 
 

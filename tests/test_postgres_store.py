@@ -280,9 +280,10 @@ def test_the_index_format_compared_is_the_store_s_own(corpus_settings, monkeypat
     _build(corpus_settings)
     monkeypatch.setattr(faiss_files, "SCHEMA_VERSION", faiss_files.SCHEMA_VERSION + 6)
     assert not _build(corpus_settings).wrote  # the FAISS files' format is not this store's
-    monkeypatch.setattr(PostgresStore, "schema_version", PostgresStore.schema_version + 1)
+    built = PostgresStore.schema_version
+    monkeypatch.setattr(PostgresStore, "schema_version", built + 1)
     report = _build(corpus_settings)
-    assert report.wrote and report.full_rebuild_reason == "the index format changed (1 -> 2)"
+    assert report.wrote and report.full_rebuild_reason == f"the index format changed ({built} -> {built + 1})"
 
 
 def test_another_embedding_model_is_refused_for_reading_and_rebuilt_from_scratch(corpus_settings, pg_settings):
