@@ -197,10 +197,11 @@ def _names_from_passages(question: str, draft: str, passages: list[Hit]) -> bool
 def _missing_names(
     question: str, draft: str, key: list[Highlight], passages: list[Hit]
 ) -> tuple[list[tuple[int, list[str]]], Highlight | None]:
-    """What the draft misses: list items per key sentence marker, or the best key sentence to
-    quote when the draft holds under HOLD_SHARE of its facts (and of every key sentence's; none
-    when one thing is asked), the sentence answers the question or the draft names nothing else
-    the passages hold, and none of the missing facts is a list item."""
+    """What the draft misses: for a question asking for several things, the list items of the
+    key sentences it started (or of the best one) per marker; else the best key sentence to quote
+    when the draft missed its point: it holds under HOLD_SHARE of the facts of every key sentence
+    (none when one thing is asked) and none of their other words, and the sentence answers the
+    question or the draft names nothing else the passages hold."""
     plain = MARKER.sub(" ", draft)
     draft_words = set(_words(plain))
     per_key = [facts(h.sentence, question) for h in key]
@@ -208,10 +209,14 @@ def _missing_names(
     several = asks_for_several(question)
     # A question asking for one thing is answered by one fact of a key sentence, however many
     # names that sentence holds ("Qwen3-Coder" of a sentence listing six models).
+    # Nor does a draft miss the point that says in its own words what a key sentence says
+    # ("agentic reasoning" for "What does Kimi K2 specialize in?"): answers are not always names.
+    own = set(terms(plain)) - set(terms(question))
     short = (
         bool(per_key[0])
         and all(n < HOLD_SHARE * len(found) for n, found in zip(held, per_key) if found)
         and (several or not any(held))
+        and not any(own & set(terms(h.sentence)) for h in key)
         and (_answers(key[0].sentence, question) or not _names_from_passages(question, plain, passages))
     )
     if not (short or several):
@@ -220,8 +225,9 @@ def _missing_names(
     seen: set[str] = set()
     for index, (highlight, found) in enumerate(zip(key, per_key)):
         listed = [f for f in found if f.listed]
-        # A list the draft started (it names one of its items), or the best sentence it missed.
-        engaged = (index == 0 and short) or (several and any(_held(f, draft_words) for f in listed))
+        # Asked for several: a list the draft started (it names one of its items), or the best
+        # sentence's list it missed. Asked for one thing, a missed point is quoted whole instead.
+        engaged = several and ((index == 0 and short) or any(_held(f, draft_words) for f in listed))
         names = [f.text for f in listed if engaged and not _held(f, draft_words) and f.text.lower() not in seen]
         seen.update(n.lower() for n in names)
         if names:

@@ -212,3 +212,13 @@ def test_one_right_name_of_a_sentence_naming_many_answers_a_question_asking_for_
     listed = [(f.text, f.listed) for f in facts(sentence, "Which Qwen3 variation?")]
     assert ("Zhipu\u2019s GLM 4.5", True) in listed and ("Google\u2019s Gemini", True) in listed
     assert ("Alibaba\u2019s Qwen3-Coder", False) in listed
+
+
+def test_an_answer_in_plain_words_from_a_key_sentence_naming_others_passes():
+    sentence = ("Models such as DeepSeek R1-0528, Kimi K2 (specializing in agentic reasoning) and Zhipu\u2019s GLM 4.5 "
+                "rival OpenAI\u2019s GPT-4 and Google\u2019s Gemini.")
+    key = [Highlight(marker=1, sentence=sentence, start=0, end=len(sentence), score=0.9)]
+    raw = "Kimi K2 specializes in agentic reasoning [1]."
+    assert check_draft("What does Kimi K2 specialize in?", raw, key, [], None).text == raw
+    missed = check_draft("What does Kimi K2 specialize in?", "Kimi K2 is fast [1].", key, [], None)
+    assert missed.notes == [QUOTED_NOTE] and missed.added == [sentence]  # the sentence, not its list of names
