@@ -61,7 +61,7 @@ class Fact(Frozen):
     """A name-like phrase of a key sentence: its text and whether it is an item of a list."""
 
     text: str
-    words: tuple[str, ...]
+    words: tuple[str, ...]  # lower-cased, those the question does not hold
     listed: bool = False
 
 
@@ -153,8 +153,10 @@ def facts(sentence: str, question: str) -> list[Fact]:
     out: list[Fact] = []
     for span in spans:
         text = sentence[span[0] : span[1]]
-        words = tuple(_words(text))
-        if words and _found(words, asked) < len(words) and text.lower() not in {f.text.lower() for f in out}:
+        # What a draft must hold of it: the words the question does not ("Huawei" of "Huawei Cloud"
+        # when the question asks for cloud providers; "Cloud" alone holds nothing).
+        words = tuple(w for w in _words(text) if not _found((w,), asked))
+        if words and text.lower() not in {f.text.lower() for f in out}:
             out.append(Fact(text=text, words=words, listed=span in listed))
     return out
 

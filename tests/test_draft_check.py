@@ -133,6 +133,7 @@ def test_facts_are_names_not_in_the_question_and_know_list_items():
     cloud = facts("If other countries rely on Chinese cloud providers like Alibaba or Huawei Cloud, it risks "
                   "giving China access to AI training data.", "Which Chinese cloud providers are mentioned?")
     assert [(f.text, f.listed) for f in cloud] == [("Alibaba", True), ("Huawei Cloud", True), ("AI", False)]
+    assert cloud[1].words == ("huawei",)  # "cloud" is the question's word
     assert [f.text for f in facts('Its variant Qwen3-Coder was released in 2025 as "coding-proficient".',
                                   "Which Qwen3 variation?")] == ["Qwen3-Coder", "2025", "coding-proficient"]
 
@@ -222,3 +223,12 @@ def test_an_answer_in_plain_words_from_a_key_sentence_naming_others_passes():
     assert check_draft("What does Kimi K2 specialize in?", raw, key, [], None).text == raw
     missed = check_draft("What does Kimi K2 specialize in?", "Kimi K2 is fast [1].", key, [], None)
     assert missed.notes == [QUOTED_NOTE] and missed.added == [sentence]  # the sentence, not its list of names
+
+
+def test_a_shared_generic_word_does_not_hold_a_name():
+    sentence = "If other countries rely on Chinese cloud providers like Alibaba or Huawei Cloud, China gains data."
+    key = [Highlight(marker=1, sentence=sentence, start=0, end=len(sentence), score=0.9)]
+    question = "Which Chinese cloud providers are mentioned?"
+    out = check_draft(question, "Alibaba Cloud is mentioned [1].", key, [], None)
+    assert out.text == "Alibaba Cloud is mentioned [1]. The documents also name: Huawei Cloud [1]."
+    assert check_draft(question, "Alibaba and Huawei [1].", key, [], None).notes == []
