@@ -110,7 +110,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.process: subprocess.Popen | None = None
 
-    def start(self, generator: str, model_path: Path | None) -> None:
+    def start(self, generator: str, model_path: Path | None, extra: dict[str, str] | None = None) -> None:
         shutil.copytree(ROOT / "seeds", self.seeds)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         env.update(
@@ -120,6 +120,7 @@ class Server:
         )
         if model_path is not None:
             env["RAG_LLM_MODEL_PATH"] = str(model_path)
+        env.update(extra or {})
         rag = Path(sys.executable).with_name("rag")
         with self.log_path.open("wb") as out:
             # cwd=workdir: no .env of the repository is read.
@@ -543,6 +544,7 @@ class Run:
                   and r.started + r.latency >= self.rebuild["appended_at_s"]]
         summary = {
             "generator": self.args.generator,
+            "settings": dict(item.split("=", 1) for item in self.args.set),
             "model": model_note,
             "clients": self.args.clients,
             "warmup_s": self.args.warmup,
@@ -695,7 +697,12 @@ def main(argv: list[str] | None = None) -> int:
                              "client's answer ahead of it to use the whole RAG_ANSWER_DEADLINE, at least 600)")
     parser.add_argument("--dev-set", type=Path, default=DEV_SET)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--set", action="append", default=[], metavar="RAG_NAME=VALUE",
+                        help="a setting for the server (repeatable), e.g. RAG_PROMPT_CONTEXT=auto")
     args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.set)
+    if any(not key.startswith("RAG_") for key in extra):
+        parser.error("--set takes RAG_NAME=VALUE")
 
     sys.path.insert(0, str(ROOT))
     from rag.config import Settings
@@ -716,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(Path(tmp))
         try:
             log(f"starting `rag serve` on {server.url} ({args.generator})")
-            server.start(args.generator, model_path)
+            server.start(args.generator, model_path, extra)
             # The server sees no RAG_* variables but these: neither may this side.
             settings = Settings(_env_file=None, seeds_dir=server.seeds, index_dir=server.index,
                                 top_k=Settings.model_fields["top_k"].default)
