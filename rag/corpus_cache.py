@@ -135,16 +135,29 @@ def corpus_user_message(question: str, hints: list[int], key: list[tuple[int, st
     return "\n\n".join(lines[:-2] + ["\n".join(lines[-2:])])
 
 
+def _overlapping(chunks: list[Chunk], passage: Chunk) -> list[int]:
+    """The numbers of the corpus chunks a retrieved passage covers (one, or several it merged)."""
+    return [n for n, c in enumerate(chunks, start=1)
+            if c.source == passage.source and c.start_char < passage.end_char and passage.start_char < c.end_char]
+
+
+def _locate(chunks: list[Chunk], passage: Chunk, key: Highlight) -> Highlight | None:
+    """The key sentence of `passage` marked into the corpus chunk that holds it whole."""
+    start, end = passage.start_char + key.start, passage.start_char + key.end
+    for n, c in enumerate(chunks, start=1):
+        if c.source == passage.source and c.start_char <= start and end <= c.end_char:
+            return key.model_copy(update={"marker": n, "start": start - c.start_char, "end": end - c.start_char})
+    return None
+
+
 def corpus_request(question: str, hits: list[Hit], key: list[Highlight], chunks: list[Chunk], state: Path,
                    *, max_tokens: int, temperature: float) -> GenerationRequest:
     """The request over the whole corpus whose system message `state` holds already read:
     markers number the corpus's chunks; retrieval's passages and the key sentences are hints."""
-    number = {c.id: n for n, c in enumerate(chunks, start=1)}
-    hints = list(dict.fromkeys(number[h.chunk.id] for h in hits if h.chunk.id in number))
-    # A key sentence keeps its place only if its passage is a corpus chunk as it stands (retrieval
-    # may merge overlapping chunks); otherwise the extractive fallback selects again.
-    mapped = [h.model_copy(update={"marker": number[hits[h.marker - 1].chunk.id]})
-              for h in key if hits[h.marker - 1].chunk.id in number]
+    hints = list(dict.fromkeys(n for h in hits for n in _overlapping(chunks, h.chunk)))
+    # Each key sentence re-pointed at the corpus chunk that holds it whole (retrieval may have
+    # merged overlapping chunks into one passage); if one has none, the fallback selects again.
+    mapped = [m for h in key if (m := _locate(chunks, hits[h.marker - 1].chunk, h)) is not None]
     highlights = mapped if len(mapped) == len(key) else None
     messages = [
         Message(role="system", content=corpus_system(chunks)),
