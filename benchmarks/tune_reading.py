@@ -1,7 +1,7 @@
 """Fit how the model's reading joins the answerability score, on tune data only.
 
     .venv/bin/python benchmarks/tune_reading.py                    # local model, windowed prompt
-    .venv/bin/python benchmarks/tune_reading.py --squad 80 --clapnq 30 --json
+    .venv/bin/python benchmarks/tune_reading.py --squad 80 --clapnq 30 --json    # a larger sample
 
 The reading (rag/judge.py) is the answering model's share of "yes" when asked, in one short pass,
 whether the passages it was given state the answer. For a seeded sample of SQuAD 2.0's tune half
@@ -14,7 +14,7 @@ context under ~/.cache/rag/eval/, so a refit costs seconds.
 
 Fitted: a logistic model `a * logit(feature score) + b * logit(reading) + c` (READING_WEIGHTS in
 rag/answerability.py), and the highest threshold keeping the local model's false refusals
-(relevance floor or score under the threshold) within 8 % on each tune set. Reported per set: AUC
+(relevance floor or score under the threshold) within 10 % on each tune set. Reported per set: AUC
 of the feature score, the reading, the refusal probability and the combined score; refusals of
 unanswerable questions and false refusals at the chosen threshold. SQuAD 2.0's report half is
 never read here (bench_answerability.py reports on it).
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tune_answerability import CLAPNQ, MAX_FALSE_REFUSALS, SQUAD, auc, cases, open_rag
+from tune_answerability import CLAPNQ, SQUAD, auc, cases, open_rag
 
 
 def readings(rag, gen, items, name: str) -> list[dict]:
@@ -80,7 +80,11 @@ def fit(x: np.ndarray, y: np.ndarray, *, steps: int = 20000, rate: float = 0.2, 
     return w, b
 
 
-def choose(rows: list[dict], scores: np.ndarray, limit: float = MAX_FALSE_REFUSALS) -> float:
+# The bound on false refusals per tune set: one answerable question in ten (ClapNQ's 10).
+READ_FALSE_REFUSALS = 0.10
+
+
+def choose(rows: list[dict], scores: np.ndarray, limit: float = READ_FALSE_REFUSALS) -> float:
     best = 0.0
     for t in np.arange(0.0, 1.0, 0.005):
         if all(_rates(rows, scores, t, name)[1] <= limit for name in {r["set"] for r in rows}):
@@ -100,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     from rag.evaluation.questions import load_questions, select
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--squad", type=int, default=80, help="answerable and unanswerable each")
-    parser.add_argument("--clapnq", type=int, default=30, help="answerable and unanswerable each")
+    parser.add_argument("--squad", type=int, default=40, help="answerable and unanswerable each")
+    parser.add_argument("--clapnq", type=int, default=10, help="answerable and unanswerable each")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

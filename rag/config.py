@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # answerability_read_threshold (0 turns it off); "local": the local model reads for every
     # backend (the extractive one included); "none": the features alone decide.
     answerability_reader: Literal["model", "local", "none"] = "model"
-    answerability_read_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    answerability_read_threshold: float = Field(0.3, ge=0.0, le=1.0)  # tuned: rag.answerability
     max_question_chars: int = Field(2000, ge=10)
 
     # Generation
