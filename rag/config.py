@@ -57,18 +57,19 @@ class Settings(BaseSettings):
     # Refuse when rag.answerability scores the passages under this (0, the default, turns the check
     # off: at 0.25 it also refuses some answerable follow-ups; see docs/BENCHMARKS.md).
     answerability_threshold: float = Field(0.0, ge=0.0, le=1.0)
-    # "model": the answering model (local or OpenAI-compatible) is first asked, in one short pass,
-    # whether the passages state the answer, and its reading joins the score, refused under
-    # answerability_read_threshold (0 turns it off); "local": the local model reads for every
-    # backend (the extractive one included); "none": the features alone decide.
-    answerability_reader: Literal["model", "local", "none"] = "model"
+    # Who is first asked, in one short pass, whether the passages state the answer (its reading
+    # joins the score, refused under answerability_read_threshold; 0 turns it off): "auto" the
+    # answering model when that costs it a few tokens (the local model); "model" the answering
+    # model whatever it is (an OpenAI-compatible endpoint too: one more short request); "local"
+    # the local model for every backend (the extractive one included); "none" nobody.
+    answerability_reader: Literal["auto", "model", "local", "none"] = "auto"
     answerability_read_threshold: float = Field(0.3, ge=0.0, le=1.0)  # tuned: rag.answerability
     max_question_chars: int = Field(2000, ge=10)
 
     # Generation
     generator: str = "auto"
     llm_model_path: Path | None = None
-    llm_context_tokens: int = Field(4096, ge=512)
+    llm_context_tokens: int = Field(8192, ge=512)  # room for a small corpus read whole (auto)
     llm_max_tokens: int = Field(384, ge=16)
     llm_threads: int | None = None  # default: the cores this container may use (its CPU quota)
     llm_batch_tokens: int = Field(512, ge=32, le=8192)  # prompt tokens read per step (n_batch)
@@ -79,7 +80,7 @@ class Settings(BaseSettings):
     # What a model reads: "auto" = the whole corpus, read once per build, when it fits the local
     # model's context (else as "windowed"); "windowed" = the best sentences with their
     # neighbours, up to prompt_budget_tokens; "passages" = the retrieved passages whole.
-    prompt_context: Literal["auto", "corpus", "windowed", "passages"] = "passages"
+    prompt_context: Literal["auto", "corpus", "windowed", "passages"] = "auto"
     prompt_budget_tokens: int = Field(300, ge=20, le=8000)
     prompt_window: int = Field(1, ge=0, le=5)  # neighbouring sentences on each side
     # The local model refuses when the chance it gives to starting with the refusal is at least

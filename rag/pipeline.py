@@ -259,10 +259,13 @@ class Rag:
 
     def _reader(self, primary: Generator) -> Generator | None:
         """Who is asked whether the passages answer (RAG_ANSWERABILITY_READER): the answering
-        model, or the local model for every backend; None when nobody reads."""
+        model when reading costs it a few tokens (auto), the answering model whatever it is
+        (model), or the local model for every backend (local); None when nobody reads."""
         how = self.settings.answerability_reader
         if how == "none" or self.settings.answerability_read_threshold <= 0:
             return None
+        if how == "auto":  # only a model whose reading costs a few tokens (a paid endpoint is not asked)
+            return primary if getattr(primary, "reads_cheaply", False) and hasattr(primary, "judge") else None
         if how == "local":
             try:
                 primary = self.generator("llamacpp")

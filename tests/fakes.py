@@ -56,6 +56,8 @@ class ReadingGenerator(ScriptedGenerator):
     """A ScriptedGenerator that also answers the answerability check's yes/no question
     (`judge`) with queued readings (a share of "yes", None, or an error to raise)."""
 
+    reads_cheaply = True  # like the local model: asked by default
+
     def __init__(self, *readings: float | None | RagError, **options) -> None:
         super().__init__(**options)
         self.readings: list[float | None | RagError] = list(readings)

@@ -90,3 +90,25 @@ def test_the_models_own_doubt_refuses_at_the_threshold(small_model_env, monkeypa
     monkeypatch.setenv("RAG_LLM_REFUSAL_THRESHOLD", "1")
     answer = Rag(load_settings(generator="llamacpp")).ask(DANUBE)
     assert answer.text != REFUSAL
+
+
+def test_the_models_reading_refuses_the_unanswerable_and_answers_the_answerable(small_model_env, monkeypatch):
+    """The answerability decision with a real model's yes/no reading: one short pass over the
+    same passages; a question they clearly answer is answered, one about a fact they do not hold
+    is refused, saying the model said no."""
+    monkeypatch.setenv("RAG_LLM_REFUSAL_THRESHOLD", "1")  # only the reading decides here
+    monkeypatch.setenv("RAG_ANSWERABILITY_READ_THRESHOLD", "0.5")
+    rag = Rag(load_settings(generator="llamacpp"))
+    gen = rag.generator()
+    answerable = "Which river flows through Vienna?"
+    unanswerable = "Which river flows through Vienna in the year 3000 on Mars?"
+    readings = {}
+    for question in (answerable, unanswerable):
+        hits = rag.retrieve(question)
+        readings[question] = gen.judge(rag.request_for(question, hits, gen))
+    assert 0.0 <= readings[unanswerable] < readings[answerable] <= 1.0
+    answered = rag.ask(answerable)
+    assert not answered.refused, answered.fallback_reason
+    refused = rag.ask(unanswerable)
+    assert refused.refused and refused.text == REFUSAL
+    assert "the model said no" in refused.fallback_reason

@@ -194,6 +194,15 @@ def test_a_failed_reading_leaves_the_decision_to_the_features(reading_rag):
     assert not rag.ask(KATLA).refused  # the features alone, off by default
 
 
+def test_by_default_only_a_model_that_reads_cheaply_is_asked(reading_rag):
+    rag, gen = reading_rag(0.01)
+    gen.reads_cheaply = False  # an endpoint: a reading would be one more paid request
+    gen.enqueue("Katla last erupted in 1918 [1].")
+    assert not rag.ask(KATLA).refused and gen.judged == []
+    rag.settings = rag.settings.model_copy(update={"answerability_reader": "model"})
+    assert rag.ask(KATLA).refused and len(gen.judged) == 1
+
+
 @pytest.mark.parametrize("settings", [{"answerability_reader": "none"}, {"answerability_read_threshold": 0.0}])
 def test_the_reading_can_be_turned_off(reading_rag, settings):
     rag, gen = reading_rag(0.01, **settings)

@@ -75,6 +75,7 @@ class LlamaCppGenerator:
     thread-safe."""
 
     name = "llamacpp"
+    reads_cheaply = True  # a yes/no reading costs a few tokens: the context holds the prompt already
 
     def __init__(self, model_path: Path, *, context_tokens: int = 4096, threads: int | None = None,
                  refusal_threshold: float = 1.0, batch_tokens: int = 512, flash_attn: bool = False,
