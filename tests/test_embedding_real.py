@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rag import store
+from rag.chunking import embedding_text
 from rag.config import DEFAULT_EMBEDDING_MODEL
 from rag.embedding import HashingEmbedder, canonical_model_id, get_embedder
 
@@ -78,7 +79,7 @@ def test_real_model_indexes_seeds_offline(rag_cmd, cli_env, in_tmp: Path, real_e
         assert real_embedder.token_count(chunk.text) <= 256
 
     # The index written by another process matches this process's model, chunk for chunk.
-    again = real_embedder.embed([c.text for c in loaded.chunks])
+    again = real_embedder.embed([embedding_text(c) for c in loaded.chunks])  # each text under its header
     np.testing.assert_allclose(np.sum(again * vectors, axis=1), 1.0, atol=1e-3)
 
     def ranking(question: str) -> list[tuple[str, str, float]]:

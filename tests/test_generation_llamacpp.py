@@ -10,7 +10,7 @@ from rag.models import small_llm_path
 from rag.pipeline import Rag
 from rag.prompting import REFUSAL
 
-from fakes import check_answer_structure, write_corpus
+from fakes import HASHING_FLOOR, check_answer_structure, write_corpus
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,6 +32,10 @@ def small_model_env(in_tmp, monkeypatch):
         "RAG_EMBEDDING_MODEL": "hashing-256",
         "RAG_CHUNK_TOKENS": "24",
         "RAG_CHUNK_OVERLAP": "0",
+        "RAG_RELEVANCE_FLOOR": str(HASHING_FLOOR),
+        # The reading's weights are the default model's; a 135M model's yes/no is noise, so these
+        # structure tests leave it out (the reading test below turns it on).
+        "RAG_ANSWERABILITY_READ_THRESHOLD": "0",
         "RAG_TOP_K": "3",
         "RAG_LLM_MODEL_PATH": str(small_llm_path()),
         "RAG_LLM_MAX_TOKENS": "48",
@@ -97,8 +101,11 @@ def test_the_models_reading_refuses_the_unanswerable_and_answers_the_answerable(
     same passages; a question they clearly answer is answered, one about a fact they do not hold
     is refused, saying the model said no."""
     monkeypatch.setenv("RAG_LLM_REFUSAL_THRESHOLD", "1")  # only the reading decides here
-    monkeypatch.setenv("RAG_ANSWERABILITY_READ_THRESHOLD", "0.5")
+    monkeypatch.delenv("RAG_ANSWERABILITY_READ_THRESHOLD")  # the shipped threshold
+    for key in ("RAG_EMBEDDING_MODEL", "RAG_RELEVANCE_FLOOR", "RAG_CHUNK_TOKENS", "RAG_CHUNK_OVERLAP"):
+        monkeypatch.delenv(key)  # the packaged embedding model and shipped chunking, as a user has them
     rag = Rag(load_settings(generator="llamacpp"))
+    rag.index()
     gen = rag.generator()
     answerable = "Which river flows through Vienna?"
     unanswerable = "Which river flows through Vienna in the year 3000 on Mars?"

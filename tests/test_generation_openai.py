@@ -19,7 +19,7 @@ from rag.generation.openai_compat import OpenAIGenerator
 from rag.models import small_llm_path
 from rag.pipeline import Rag
 
-from fakes import check_answer_structure, write_corpus
+from fakes import HASHING_FLOOR, check_answer_structure, write_corpus
 
 DANUBE = "Which cities stand on the Danube?"
 REQUEST = GenerationRequest(
@@ -146,7 +146,7 @@ def server_settings(make_settings, in_tmp, llama_server):
 
     def make(**overrides):
         values = dict(
-            chunk_tokens=24, chunk_overlap=0, top_k=3,
+            chunk_tokens=24, chunk_overlap=0, top_k=3, relevance_floor=HASHING_FLOOR,
             openai_base_url=llama_server, openai_model="smollm2", openai_retries=0, openai_timeout=120,
             llm_max_tokens=48, llm_context_tokens=2048, llm_temperature=0,
         )
