@@ -198,10 +198,14 @@ def features(question: str, hits: list[Hit], selection: Selection) -> Features:
     )
 
 
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
 def score(f: Features) -> float:
     """The chance the passages hold the answer, in [0, 1] (the fitted logistic model)."""
     z = BIAS + sum(w * x for w, x in zip(WEIGHTS, f.vector()))
-    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+    return _sigmoid(z)
 
 
 def reasons(f: Features) -> list[str]:
@@ -230,7 +234,7 @@ def combined(feature_score: float, reading: float | None) -> float:
         return feature_score
     a, b, c = READING_WEIGHTS
     z = a * logit(feature_score) + b * logit(reading) + c
-    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+    return _sigmoid(z)
 
 
 def decide(question: str, hits: list[Hit], selection: Selection, threshold: float,
