@@ -185,6 +185,14 @@ def _answers(sentence: str, question: str) -> bool:
     return bool(asked) and len(asked & set(terms(sentence))) >= KEY_ANSWERS * len(asked)
 
 
+def _misses_plain_point(own: set[str], sentence: str, question: str) -> bool:
+    """Whether a draft misses a key sentence that makes its point in plain words, without a name
+    ("... focus on ethical practices, safety, and transparency ..."): it holds under HOLD_SHARE of
+    the sentence's content words the question does not ("these values" holds one of seven)."""
+    point = set(terms(sentence)) - set(terms(question))
+    return bool(point) and len(own & point) < HOLD_SHARE * len(point)
+
+
 def _names_from_passages(question: str, draft: str, passages: list[Hit]) -> bool:
     """Whether the draft names something of its own that the passages hold (a year, a name): it
     answered from a passage sentence, if not from a key one."""
@@ -214,11 +222,13 @@ def _missing_names(
     # Nor does a draft miss the point that says in its own words what a key sentence says
     # ("agentic reasoning" for "What does Kimi K2 specialize in?"): answers are not always names.
     own = set(terms(plain)) - set(terms(question))
+    # The best key sentence without names is held by half its words, not by one shared word.
+    plain_point = not per_key[0] and _misses_plain_point(own, key[0].sentence, question)
     short = (
-        bool(per_key[0])
+        (bool(per_key[0]) or plain_point)
         and all(n < HOLD_SHARE * len(found) for n, found in zip(held, per_key) if found)
         and (several or not any(held))
-        and not any(own & set(terms(h.sentence)) for h in key)
+        and not any(own & set(terms(h.sentence)) for h in key[int(plain_point):])
         and (_answers(key[0].sentence, question) or not _names_from_passages(question, plain, passages))
     )
     if not (short or several):

@@ -232,3 +232,15 @@ def test_a_shared_generic_word_does_not_hold_a_name():
     out = check_draft(question, "Alibaba Cloud is mentioned [1].", key, [], None)
     assert out.text == "Alibaba Cloud is mentioned [1]. The documents also name: Huawei Cloud [1]."
     assert check_draft(question, "Alibaba and Huawei [1].", key, [], None).notes == []
+
+
+def test_a_draft_missing_a_point_made_in_plain_words_gets_it_quoted():
+    sentence = "With its focus on ethical practices, safety, and transparency remain at the core values of Claude AI."
+    key = [Highlight(marker=1, sentence=sentence, start=0, end=len(sentence), score=0.9)]
+    question = "What is Claude AI's focus according to the overview?"
+    vague = "Claude AI's focus on these values makes it an ideal choice for cautious users [1]."
+    out = check_draft(question, vague, key, [], None)
+    assert out.notes == [QUOTED_NOTE] and out.added == [sentence]
+    # Half the sentence's own words is its point, said in the draft's words.
+    held = "Claude AI focuses on ethical practices, safety and transparency [1]."
+    assert check_draft(question, held, key, [], None).notes == []
