@@ -148,23 +148,29 @@ def matrix(items: list[Case]):
     return np.array(rows, dtype=float), np.array([c.answerable for c in items], dtype=float)
 
 
-def fit(x, y, *, l2: float = 1e-3, steps: int = 20000, rate: float = 0.5):
-    """Logistic regression by projected gradient descent on standardised features, each weight
-    clipped to its sign; returned as (weights, bias) on the raw features."""
+def fit(x, y, *, signs=None, standardise: bool = True, l2: float = 1e-3, steps: int = 20000,
+        rate: float = 0.5):
+    """Logistic regression by projected gradient descent, each weight clipped to its sign (the
+    answerability features' SIGNS unless given; 0 leaves a weight free), on standardised features
+    unless told not to; returned as (weights, bias) on the raw features."""
     import numpy as np
 
     from rag.answerability import FEATURE_NAMES
 
     mu, sd = x.mean(axis=0), x.std(axis=0)
     sd[sd == 0] = 1.0
+    if not standardise:
+        mu, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
     z = (x - mu) / sd
-    signs = np.array([SIGNS.get(name, 1) for name in FEATURE_NAMES], dtype=float)
+    if signs is None:
+        signs = [SIGNS.get(name, 1) for name in FEATURE_NAMES]
+    signs = np.asarray(signs, dtype=float)
     w, b = np.zeros(x.shape[1]), 0.0
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(z @ w + b)))
         w -= rate * (z.T @ (p - y) / len(y) + l2 * w)
         b -= rate * float(np.mean(p - y))
-        w = np.where(w * signs < 0, 0.0, w)  # signs of 0 leave w free
+        w = np.where(w * signs < 0, 0.0, w)
     weights = w / sd
     return weights, b - float(np.sum(weights * mu))
 

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tune_answerability import CLAPNQ, SQUAD, auc, cases, open_rag
+from tune_answerability import CLAPNQ, SQUAD, auc, cases, fit, open_rag
 
 
 def readings(rag, gen, items, name: str) -> list[dict]:
@@ -68,16 +68,6 @@ def logits(rows: list[dict]) -> np.ndarray:
     from rag.judge import logit
 
     return np.array([[logit(r["features"]), logit(r["reading"] if r["reading"] is not None else 0.5)] for r in rows])
-
-
-def fit(x: np.ndarray, y: np.ndarray, *, steps: int = 20000, rate: float = 0.2, l2: float = 1e-3):
-    """Logistic regression by gradient descent, weights kept non-negative."""
-    w, b = np.zeros(x.shape[1]), 0.0
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(x @ w + b)))
-        w = np.maximum(w - rate * (x.T @ (p - y) / len(y) + l2 * w), 0.0)
-        b -= rate * float(np.mean(p - y))
-    return w, b
 
 
 # The bound on false refusals per tune set: one answerable question in ten (ClapNQ's 10).
@@ -120,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += readings(rag, gen, cases(rag, name, items), name)
     used = [r for r in rows if not r["floor"] and r["reading"] is not None]
     x, y = logits(used), np.array([r["answerable"] for r in used], dtype=float)
-    w, b = fit(x, y)
+    # Every input can only raise the score: weights kept non-negative, on the raw scale.
+    w, b = fit(x, y, signs=np.ones(x.shape[1]), standardise=False, rate=0.2)
     combined = 1.0 / (1.0 + np.exp(-(logits(rows) @ w + b)))
     threshold = choose(rows, combined)
     report = {"weights": [round(float(w[0]), 4), round(float(w[1]), 4), round(b, 4)], "threshold": threshold,
