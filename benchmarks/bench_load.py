@@ -658,13 +658,19 @@ def human(s: dict) -> str:
     else:
         lines.append("  rebuild         not triggered")
     lines += [f"    {line}" for line in s["error_samples"] + rb.get("citation_failure_samples", [])]
-    lines.append(f"  load average    {s['load_average']['start']} at start, {s['load_average']['end']} at end "
-                 f"({s['load_average']['cpus']} CPUs)")
+    lines += machine_lines(s)
+    lines.append("PASSED" if s["passed"] else "FAILED")
+    return "\n".join(lines)
+
+
+def machine_lines(s: dict) -> list[str]:
+    """The summary's lines on the machine: load average and the CPU each side used."""
+    lines = [f"  load average    {s['load_average']['start']} at start, {s['load_average']['end']} at end "
+             f"({s['load_average']['cpus']} CPUs)"]
     if s["cpu_use"]:
         lines.append(f"  CPU use         server {s['cpu_use']['server_cores']} cores, this load generator "
                      f"{s['cpu_use']['load_generator_cores']} cores (average after warm-up)")
-    lines.append("PASSED" if s["passed"] else "FAILED")
-    return "\n".join(lines)
+    return lines
 
 
 def choose_model(generator: str, given: Path | None) -> tuple[Path | None, str | None]:

@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_load import DEV_SET, ROOT, Question, Server, cpu_seconds, load_questions, log, percentile, squash
+from bench_load import (DEV_SET, ROOT, Question, Server, cpu_seconds, load_questions, log, machine_lines, percentile,
+                        squash)
 
 
 @dataclass
@@ -203,11 +204,7 @@ def human(s: dict) -> str:
         f"  answers         {ans['streamed']} streamed, {ans['refused']} refused ({ans['unanswerable_answered']} "
         f"unanswerable answered, {ans['answerable_refused']} answerable refused), "
         f"{ans['missing_expected_keywords']} without the expected keywords, {ans['citations']} citations checked",
-        f"  load average    {s['load_average']['start']} at start, {s['load_average']['end']} at end "
-        f"({s['load_average']['cpus']} CPUs)",
-        f"  CPU use         server {s['cpu_use']['server_cores']} cores, this load generator "
-        f"{s['cpu_use']['load_generator_cores']} cores",
-    ]
+    ] + machine_lines(s)
     lines += [f"    {line}" for line in s["error_samples"]]
     lines.append("PASSED" if s["passed"] else "FAILED")
     return "\n".join(lines)
