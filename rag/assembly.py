@@ -14,6 +14,7 @@ from rag.citations import attribute, build_citations, correct_markers, parse_mar
 from rag.draft_check import check_draft
 from rag.embedding import Embedder
 from rag.refusal import REFUSAL, is_refusal
+from rag.text import without_repeats
 from rag.types import Answer, Draft
 
 
@@ -25,7 +26,9 @@ def assemble(
 ) -> Answer:
     """The Answer for a draft: its text with valid markers, and one verified citation each."""
     numbered = draft.passages
-    text, markers = parse_markers(draft.raw, len(numbered))
+    # A model's loop is cut: a sentence repeated word for word is said once.
+    raw = draft.raw if draft.trust_markers else without_repeats(draft.raw)
+    text, markers = parse_markers(raw, len(numbered))
     refused = is_refusal(text) or not text.strip()
     if refused:
         text, markers = REFUSAL, []

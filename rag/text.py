@@ -62,6 +62,20 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in sentence_spans(text) if e - s >= 2 and _WORD.search(text, s, e)]
 
 
+def without_repeats(text: str) -> str:
+    """The text with every sentence that repeats an earlier one word for word dropped (a small
+    model's loop: "[19] mentions Alibaba Cloud." three times over)."""
+    seen: set[str] = set()
+    pieces, pos = [], 0
+    for s, e in sentences(text):
+        key = " ".join(_WORD.findall(text[s:e].lower()))
+        if key in seen:
+            pieces.append(text[pos:s].rstrip())
+            pos = e
+        seen.add(key)
+    return "".join(pieces) + text[pos:]
+
+
 def is_heading(sentence: str) -> bool:
     """A short line without closing punctuation: a title or heading, which names a topic but
     answers nothing."""

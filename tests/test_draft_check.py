@@ -8,6 +8,7 @@ from rag.assembly import assemble
 from rag.draft_check import ADDED_NOTE, QUOTED_NOTE, REPLACED_NOTE, asks_for_several, check_draft, facts
 from rag.embedding import HashingEmbedder
 from rag.refusal import REFUSAL
+from rag.text import without_repeats
 from rag.types import Chunk, Draft, Highlight, Hit
 
 from fakes import line_of
@@ -244,3 +245,16 @@ def test_a_draft_missing_a_point_made_in_plain_words_gets_it_quoted():
     # Half the sentence's own words is its point, said in the draft's words.
     held = "Claude AI focuses on ethical practices, safety and transparency [1]."
     assert check_draft(question, held, key, [], None).notes == []
+
+
+def test_a_models_loop_is_said_once():
+    raw = ("Alibaba Cloud is mentioned [1]. Tencent is mentioned [2]. Tencent is mentioned [2]. "
+           "Tencent  is MENTIONED [2].\nBaidu is mentioned [2].")
+    assert without_repeats(raw) == "Alibaba Cloud is mentioned [1]. Tencent is mentioned [2].\nBaidu is mentioned [2]."
+    # A sentence citing another passage is not a repeat.
+    assert without_repeats("Tencent is mentioned [1]. Tencent is mentioned [2].") == (
+        "Tencent is mentioned [1]. Tencent is mentioned [2].")
+    answer = answer_for(draft("Alibaba, Tencent and Baidu [2]. Alibaba, Tencent and Baidu [2]."))
+    assert answer.text == "Alibaba, Tencent and Baidu [2]."
+    # The extractive backend's own sentences are never touched.
+    assert answer_for(draft("Alibaba [1]. Alibaba [1].", trust=True)).text == "Alibaba [1]. Alibaba [1]."
