@@ -115,13 +115,17 @@ class CorpusCache:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
         except (AttributeError, OSError):
             pass
+        model = None
         try:
-            tokens = self.build_now(path, chunks, make_model())
+            model = make_model()
+            tokens = self.build_now(path, chunks, model)
             log.info("corpus state saved: %s (%d tokens)", path.name, tokens)
         except Exception as exc:  # a failed state only means the windowed prompt keeps serving
             self.failed[path] = f"{type(exc).__name__}: {exc}"
             log.warning("corpus state not saved (%s); answering from the windowed prompt", exc)
         finally:
+            if model is not None and hasattr(model, "close"):
+                model.close()  # its context's memory, freed now: every rebuild makes one
             with self._lock:
                 self._building.discard(path)
 

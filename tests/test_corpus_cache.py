@@ -4,13 +4,15 @@ per build, reloaded instead of re-read, and never used for another build or anot
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
-from rag.corpus_cache import corpus_system, state_path
+from rag.corpus_cache import CorpusCache, corpus_system, state_path
 from rag.generation.llamacpp import model_fingerprint
 from rag.models import small_llm_path
 from rag.pipeline import Rag
+from rag.types import Chunk
 
 from fakes import CORPUS, write_corpus
 
@@ -98,3 +100,41 @@ def test_warm_up_loads_the_saved_state(rag):
     gen._loaded_prefix = None
     rag.warm_up()
     assert gen._loaded_prefix is not None and gen._loaded_prefix[0] == str(path)
+
+
+def test_the_background_build_frees_its_own_context(rag):
+    gen = rag.generator()
+    made = []
+
+    def private_copy():
+        made.append(gen.private_copy())
+        return made[-1]
+
+    assert rag.corpus_cache.build_in_background(rag.handle.build, gen.fingerprint, rag.handle.chunks(), private_copy)
+    while rag.corpus_cache.building():
+        time.sleep(0.2)
+    assert rag.corpus_cache.ready(rag.handle.build, gen.fingerprint) is not None
+    # The copy's native context is gone once the state is saved; the shared model still answers.
+    assert made and made[0]._llm._ctx.ctx is None
+    assert gen._llm._ctx.ctx is not None
+    gen.close()  # closing the shared model is a no-op
+    assert gen._llm._ctx.ctx is not None
+
+
+def test_a_failed_background_build_frees_its_context_too(tmp_path):
+    class Copy:
+        closed = False
+
+        def save_prefix(self, system, path):
+            raise OSError("disk full")
+
+        def close(self):
+            Copy.closed = True
+
+    cache = CorpusCache(tmp_path)
+    assert cache.build_in_background("b1", "f1", [Chunk(id="c", source="a.txt", ordinal=0, text="Katla erupted.",
+                                                         start_char=0, end_char=14, start_line=1, end_line=1,
+                                                         tokens=3)], Copy)
+    while cache.building():
+        time.sleep(0.05)
+    assert Copy.closed and "disk full" in next(iter(cache.failed.values()))

@@ -86,6 +86,7 @@ class LlamaCppGenerator:
         self._options = dict(context_tokens=context_tokens, threads=threads, refusal_threshold=refusal_threshold,
                              batch_tokens=batch_tokens, flash_attn=flash_attn)
         self._llm = _load(model_path, context_tokens, threads or usable_cpus(), batch_tokens, flash_attn, shared=shared)
+        self._shared = shared
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
         # The first token of the refusal sentence ("I"): its probability as the answer's first
@@ -112,6 +113,14 @@ class LlamaCppGenerator:
         """The same model in a context of its own (for work in the background that must not
         disturb the context answering questions); freed when dropped."""
         return LlamaCppGenerator(self.model_path, shared=False, **self._options)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Free a private copy's context and weights now, not whenever the garbage collector
+        finds the model's reference cycles (each background corpus state would otherwise keep
+        a second context's memory). The shared model stays loaded."""
+        if not self._shared:
+            with self._lock:
+                self._llm.close()  # type: ignore[attr-defined]
 
     @property
     def fingerprint(self) -> str:
