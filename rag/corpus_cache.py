@@ -13,6 +13,7 @@ loaded), and old states are removed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -60,6 +61,11 @@ def fits(chunks: list[Chunk], context_tokens: int, max_tokens: int) -> bool:
 
 def state_path(index_dir: Path, build: str, fingerprint: str) -> Path:
     return index_dir / FOLDER / f"{build}-{fingerprint}.state"
+
+
+def vectors_path(index_dir: Path, build: str, embedding_model: str) -> Path:
+    """Where the vectors of every sentence of this build's corpus are kept (rag.selection.prime)."""
+    return index_dir / FOLDER / f"{build}-{hashlib.sha256(embedding_model.encode()).hexdigest()[:12]}.npz"
 
 
 class CorpusCache:
@@ -130,9 +136,11 @@ class CorpusCache:
                 self._building.discard(path)
 
     def _prune(self, keep: Path) -> None:
-        """Remove states of older builds (only the newest is ever loaded)."""
-        for old in (self.index_dir / FOLDER).glob("*.state"):
-            if old != keep:
+        """Remove states of older builds or other models, and older builds' sentence vectors
+        (only the newest is ever loaded)."""
+        build = keep.name[: keep.name.rindex("-") + 1]
+        for old in (self.index_dir / FOLDER).glob("*"):
+            if old.suffix == ".state" and old != keep or old.suffix == ".npz" and not old.name.startswith(build):
                 old.unlink(missing_ok=True)
 
 

@@ -46,6 +46,24 @@ class Embedder(Protocol):
 VECTOR_CACHE_SIZE = 20_000
 
 
+def remember(embedder: Embedder, texts: list[str], vectors: np.ndarray) -> bool:
+    """Put vectors computed earlier (saved beside the index) into the embedder's cache, as if
+    `embed_cached` had computed them. False when the embedder takes no cache."""
+    cache: OrderedDict[str, np.ndarray] | None = getattr(embedder, "_vector_cache", None)
+    if cache is None:
+        cache = OrderedDict()
+        try:
+            embedder._vector_cache = cache  # type: ignore[attr-defined]
+        except AttributeError:
+            return False
+    with _vector_lock:
+        for text, vector in zip(texts, vectors):
+            cache[text] = vector
+        while len(cache) > VECTOR_CACHE_SIZE:
+            cache.popitem(last=False)
+    return True
+
+
 def embed_cached(embedder: Embedder, texts: list[str]) -> np.ndarray:
     """`embedder.embed(texts)`, reusing the vectors of texts embedded through here before (a
     bounded least-recently-used cache kept on the embedder)."""

@@ -21,7 +21,7 @@ from rag.answerability import decide
 from rag.assembly import assemble
 from rag.config import Settings, load_settings
 from rag.conversation import condense
-from rag.corpus_cache import CorpusCache, corpus_request
+from rag.corpus_cache import CorpusCache, corpus_request, vectors_path
 from rag.embedding import Embedder, get_embedder
 from rag.errors import IndexNotFoundError, QuestionError, RagError
 from rag.excerpts import excerpts
@@ -92,7 +92,8 @@ class Rag:
         corpus = self.settings.prompt_context in ("auto", "corpus") and hasattr(gen, "save_prefix") and chunks
         build = self.handle.build if corpus else ""
         if corpus and self.corpus_cache.fits(build, chunks, gen.context_tokens, self.settings.llm_max_tokens):
-            prime(chunks, self.embedder)  # every sentence embedded now: selecting is a lookup
+            # Every sentence's vector at hand (saved once per build): selecting is a lookup.
+            prime(chunks, self.embedder, vectors_path(self.settings.index_dir, build, self.embedder.model_id))
             state = self.corpus_cache.ready(build, gen.fingerprint)
             if state is not None:
                 gen.preload(state)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 
-from rag.embedding import Embedder, embed_cached
+from rag.embedding import Embedder, embed_cached, remember
 from rag.text import is_heading, sentences, terms
 from rag.types import Chunk, Highlight, Hit, Selection
 
@@ -69,12 +70,30 @@ def _scores(question: str, candidates: list[Highlight], embedder: Embedder | Non
     return 0.6 * lexical + 0.4 * np.clip(semantic, 0, None) + prior, lexical
 
 
-def prime(chunks: list[Chunk], embedder: Embedder) -> int:
+def prime(chunks: list[Chunk], embedder: Embedder, saved: Path | None = None) -> int:
     """Embed every candidate sentence of these chunks now (a corpus small enough for the model
-    to read whole, at start), so selecting later only looks their vectors up. Returns how many."""
+    to read whole, at start), so selecting later only looks their vectors up. With `saved`, the
+    vectors are read from that file when it holds exactly these sentences, else computed and
+    written there (once per build: a server's start then embeds nothing). Returns how many."""
     hits = [Hit(chunk=c, score=0.0, rank=i) for i, c in enumerate(chunks, start=1)]
     texts = [c.sentence for c in _candidates(hits)]
-    embed_cached(embedder, texts)
+    if saved is not None and saved.is_file():
+        try:
+            with np.load(saved) as data:
+                if data["texts"].tolist() == texts and remember(embedder, texts, data["vectors"]):
+                    return len(texts)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or another build's: embedded again and rewritten below
+    vectors = embed_cached(embedder, texts)
+    if saved is not None and texts:
+        try:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            tmp = saved.with_name(f".{saved.name}.tmp")
+            with tmp.open("wb") as fh:
+                np.savez(fh, texts=np.array(texts), vectors=vectors)
+            tmp.replace(saved)
+        except OSError:
+            pass  # a read-only index folder: embedded again at the next start
     return len(texts)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from rag import embedding
+from rag.corpus_cache import CorpusCache, state_path, vectors_path
 from rag.embedding import HashingEmbedder, embed_cached
+from rag.selection import prime
+from rag.types import Chunk
 
 
 class Counting(HashingEmbedder):
@@ -46,3 +49,46 @@ def test_each_embedder_has_its_own_cache():
     embed_cached(one, ["same text"])
     embed_cached(two, ["same text"])
     assert two.embedded == ["same text"]
+
+
+def _chunks(*texts: str) -> list[Chunk]:
+    return [Chunk(id=f"c{i}", source="a.txt", ordinal=i, text=t, start_char=0, end_char=len(t), start_line=1,
+                  end_line=1, tokens=len(t.split())) for i, t in enumerate(texts)]
+
+
+def test_the_sentence_vectors_of_a_build_are_saved_once_and_read_back(tmp_path):
+    chunks = _chunks("Katla erupted in 1918. Hekla erupted in 1947.", "Askja erupted in 1961.")
+    saved = vectors_path(tmp_path, "b1", "some-model")
+    first = Counting()
+    n = prime(chunks, first, saved)
+    assert n == len(first.embedded) == 3 and saved.is_file()
+    # A new process: nothing embedded, the vectors those of a fresh embedding.
+    again = Counting()
+    assert prime(chunks, again, saved) == 3 and again.embedded == []
+    np.testing.assert_allclose(embed_cached(again, ["Askja erupted in 1961."]),
+                               HashingEmbedder().embed(["Askja erupted in 1961."]))
+    assert again.embedded == []
+    # Other sentences under the same name (a file left by something else): embedded, rewritten.
+    other = Counting()
+    assert prime(_chunks("Grimsvotn erupted in 2011."), other, saved) == 1 and other.embedded
+    saved.write_bytes(b"not a vector file")
+    broken = Counting()
+    assert prime(chunks, broken, saved) == 3 and len(broken.embedded) == 3
+
+
+def test_a_new_builds_state_prunes_the_old_builds_files(tmp_path):
+    cache = CorpusCache(tmp_path)
+    old_vectors = vectors_path(tmp_path, "b1", "m")
+    new_vectors = vectors_path(tmp_path, "b2", "m")
+    for path in (state_path(tmp_path, "b1", "f"), old_vectors, new_vectors):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+    class Model:
+        def save_prefix(self, system, path):
+            path.write_bytes(b"state")
+            return 1
+
+    keep = state_path(tmp_path, "b2", "f")
+    cache.build_now(keep, _chunks("Katla erupted in 1918."), Model())
+    assert sorted(p.name for p in (tmp_path / "kv").iterdir()) == sorted([keep.name, new_vectors.name])
