@@ -12,6 +12,7 @@ the generators.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Iterator, Sequence
 from typing import TypedDict, Unpack
@@ -83,10 +84,15 @@ class Rag:
         """Load what the first question needs (index, embedder, generator) and let a local model
         read the fixed start of its prompt now: the saved corpus state when there is one (else
         it is started in the background), otherwise the system prompt."""
-        try:
-            self.retriever()
-        except RagError:
-            self.embedder  # no index yet: the watcher or the first question builds it
+        with ThreadPoolExecutor(1, thread_name_prefix="rag-load") as pool:
+            if generation.resolve_name(generator or self.settings.generator, self.settings) == "llamacpp":
+                # The local model's weights load meanwhile (kept process-wide, so `generator()`
+                # finds them): llama.cpp reads them without holding the interpreter lock.
+                pool.submit(generation.create, "llamacpp", self.settings)
+            try:
+                self.retriever()
+            except RagError:
+                self.embedder  # no index yet: the watcher or the first question builds it
         gen = self.generator(generator)
         chunks = self.handle.chunks() if self.handle.loaded else None
         corpus = self.settings.prompt_context in ("auto", "corpus") and hasattr(gen, "save_prefix") and chunks
