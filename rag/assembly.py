@@ -26,9 +26,7 @@ def assemble(
 ) -> Answer:
     """The Answer for a draft: its text with valid markers, and one verified citation each."""
     numbered = draft.passages
-    # A model's loop is cut: a sentence repeated word for word is said once.
-    raw = draft.raw if draft.trust_markers else without_repeats(draft.raw)
-    text, markers = parse_markers(raw, len(numbered))
+    text, markers = parse_markers(draft.raw, len(numbered))
     refused = is_refusal(text) or not text.strip()
     if refused:
         text, markers = REFUSAL, []
@@ -36,6 +34,12 @@ def assemble(
         text, markers = parse_markers(attribute(text, numbered, embedder), len(numbered))
     elif not draft.trust_markers:
         text, markers = parse_markers(correct_markers(text, numbered, embedder), len(numbered))
+    if not refused and not draft.trust_markers:
+        # A model's loop is cut: a sentence repeated word for word (once its markers point where
+        # the claim is, so "[18] says X. [19] says X." citing one passage is a repeat) is said once.
+        once = without_repeats(text)
+        if once != text:
+            text, markers = parse_markers(once, len(numbered))
     notes = list(draft.notes)
     if not refused and not draft.trust_markers and draft.key:
         # A model's draft, checked against the select stage's key sentences (rag.draft_check).

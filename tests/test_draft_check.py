@@ -258,3 +258,9 @@ def test_a_models_loop_is_said_once():
     assert answer.text == "Alibaba, Tencent and Baidu [2]."
     # The extractive backend's own sentences are never touched.
     assert answer_for(draft("Alibaba [1]. Alibaba [1].", trust=True)).text == "Alibaba [1]. Alibaba [1]."
+
+
+def test_a_loop_whose_markers_are_corrected_onto_one_passage_is_said_once():
+    # The model cites the first passage for a sentence only the second holds, twice over.
+    answer = answer_for(draft("Tencent and Baidu carve their own path [1]. Tencent and Baidu carve their own path [2]."))
+    assert answer.text.count("Tencent and Baidu carve their own path") == 1
