@@ -77,6 +77,7 @@ class CorpusCache:
         self._building: set[Path] = set()
         self.failed: dict[Path, str] = {}
         self._fits: tuple[tuple[str, int, int], bool] | None = None
+        self._waiting: tuple[Path, list[Chunk], object] | None = None
 
     def fits(self, build: str, chunks: list[Chunk], context_tokens: int, max_tokens: int) -> bool:
         """Whether this build's corpus fits the context (counted once per build)."""
@@ -102,10 +103,20 @@ class CorpusCache:
             if path.is_file() or path in self._building or path in self.failed:
                 return False
             self._building.add(path)
+            if len(self._building) > 1:
+                # One reader at a time (each holds a model context of its own): the newest build
+                # waits for the running one; a build superseded while waiting is dropped.
+                if self._waiting is not None:
+                    self._building.discard(self._waiting[0])
+                self._waiting = (path, chunks, make_model)
+                return True
+        self._start(path, chunks, make_model)
+        return True
+
+    def _start(self, path: Path, chunks: list[Chunk], make_model) -> None:
         threading.Thread(
             target=self._build, args=(path, chunks, make_model), name="rag-corpus-state", daemon=True
         ).start()
-        return True
 
     def build_now(self, path: Path, chunks: list[Chunk], model) -> int:
         """Compute and save the state in this thread (tests, `rag index`); returns its tokens."""
@@ -134,6 +145,9 @@ class CorpusCache:
                 model.close()  # its context's memory, freed now: every rebuild makes one
             with self._lock:
                 self._building.discard(path)
+                waiting, self._waiting = self._waiting, None
+            if waiting is not None:
+                self._start(*waiting)
 
     def _prune(self, keep: Path) -> None:
         """Remove states of older builds or other models, and older builds' sentence vectors

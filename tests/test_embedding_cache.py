@@ -1,6 +1,9 @@
-"""The vector cache: a text embedded once is not embedded again, and the vectors are the same."""
+"""The vector cache (a text embedded once is not embedded again, the vectors the same; a corpus's
+sentence vectors saved per build) and the corpus state's background reading, with fakes."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -92,3 +95,36 @@ def test_a_new_builds_state_prunes_the_old_builds_files(tmp_path):
     keep = state_path(tmp_path, "b2", "f")
     cache.build_now(keep, _chunks("Katla erupted in 1918."), Model())
     assert sorted(p.name for p in (tmp_path / "kv").iterdir()) == sorted([keep.name, new_vectors.name])
+
+
+def test_one_corpus_state_is_read_at_a_time_and_only_the_newest_build_waits(tmp_path):
+    import threading
+
+    cache = CorpusCache(tmp_path)
+    release = threading.Event()
+    alive, most, saved = [0], [0], []
+
+    class Model:
+        def __init__(self):
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+
+        def save_prefix(self, system, path):
+            release.wait(10)
+            path.write_bytes(b"state")
+            saved.append(path.name.split("-")[0])
+            return 1
+
+        def close(self):
+            alive[0] -= 1
+
+    chunks = _chunks("Katla erupted in 1918.")
+    for build in ("b1", "b2", "b3"):
+        assert cache.build_in_background(build, "f", chunks, Model)
+    assert not cache.build_in_background("b3", "f", chunks, Model)  # already waiting
+    release.set()
+    deadline = time.monotonic() + 10
+    while cache.building() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert saved == ["b1", "b3"] and most[0] == 1 and alive[0] == 0
+    assert cache.ready("b3", "f") is not None and cache.ready("b2", "f") is None
