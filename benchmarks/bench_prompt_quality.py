@@ -44,8 +44,6 @@ FIGURES = ("hit@1", "citation_precision", "citation_recall", "keyword_recall", "
 def run(name: str, context: str, sample: int, generator: str) -> dict:
     args = [a.format(sample=sample) for a in SETS[name]]
     env = {**os.environ, "RAG_PROMPT_CONTEXT": context}
-    if name == "seeds":
-        env.setdefault("RAG_LLM_CONTEXT_TOKENS", "8192")  # room for the whole corpus
     started = time.perf_counter()
     out = subprocess.run([*RAG, "eval", "qa", *args, "--generator", generator, "--json"], env=env,
                          capture_output=True, text=True, check=True)

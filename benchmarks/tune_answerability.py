@@ -157,9 +157,10 @@ def fit(x, y, *, signs=None, standardise: bool = True, l2: float = 1e-3, steps: 
 
     from rag.answerability import FEATURE_NAMES
 
-    mu, sd = x.mean(axis=0), x.std(axis=0)
-    sd[sd == 0] = 1.0
-    if not standardise:
+    if standardise:
+        mu, sd = x.mean(axis=0), x.std(axis=0)
+        sd[sd == 0] = 1.0
+    else:
         mu, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
     z = (x - mu) / sd
     if signs is None:

@@ -46,16 +46,25 @@ class Embedder(Protocol):
 VECTOR_CACHE_SIZE = 20_000
 
 
-def remember(embedder: Embedder, texts: list[str], vectors: np.ndarray) -> bool:
-    """Put vectors computed earlier (saved beside the index) into the embedder's cache, as if
-    `embed_cached` had computed them. False when the embedder takes no cache."""
+def _cache_of(embedder: Embedder) -> OrderedDict[str, np.ndarray] | None:
+    """The embedder's vector cache, made on first use; None for an embedder that takes no
+    attributes (no caching)."""
     cache: OrderedDict[str, np.ndarray] | None = getattr(embedder, "_vector_cache", None)
     if cache is None:
         cache = OrderedDict()
         try:
             embedder._vector_cache = cache  # type: ignore[attr-defined]
         except AttributeError:
-            return False
+            return None
+    return cache
+
+
+def remember(embedder: Embedder, texts: list[str], vectors: np.ndarray) -> bool:
+    """Put vectors computed earlier (saved beside the index) into the embedder's cache, as if
+    `embed_cached` had computed them. False when the embedder takes no cache."""
+    cache = _cache_of(embedder)
+    if cache is None:
+        return False
     with _vector_lock:
         for text, vector in zip(texts, vectors):
             cache[text] = vector
@@ -67,13 +76,9 @@ def remember(embedder: Embedder, texts: list[str], vectors: np.ndarray) -> bool:
 def embed_cached(embedder: Embedder, texts: list[str]) -> np.ndarray:
     """`embedder.embed(texts)`, reusing the vectors of texts embedded through here before (a
     bounded least-recently-used cache kept on the embedder)."""
-    cache: OrderedDict[str, np.ndarray] | None = getattr(embedder, "_vector_cache", None)
-    if cache is None:
-        cache = OrderedDict()
-        try:
-            embedder._vector_cache = cache  # type: ignore[attr-defined]
-        except AttributeError:  # an embedder that takes no attributes: no caching
-            return embedder.embed(texts)
+    cache = _cache_of(embedder)
+    if cache is None:  # an embedder that takes no attributes: no caching
+        return embedder.embed(texts)
     with _vector_lock:
         missing = list(dict.fromkeys(t for t in texts if t not in cache))
     if missing:

@@ -12,9 +12,9 @@ the generators.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, Unpack
 
 from rag import generation
