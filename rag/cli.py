@@ -257,6 +257,9 @@ def models() -> None:
         out.print(f"small test model:    {small}", highlight=False)
 
 
+INTERRUPTED = 130  # Ctrl+C during `rag index`, `rag ask`, ... (the shell's 128 + SIGINT); `rag serve` stops with 0
+
+
 def main() -> None:
     """Entry point: run the app, turning product errors into one readable line and exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -268,9 +271,9 @@ def main() -> None:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.Abort:
-        sys.exit(1)
+        sys.exit(INTERRUPTED)
+    except typer.Abort as exc:  # Ctrl+C reaches here as Abort, caused by the KeyboardInterrupt
+        sys.exit(INTERRUPTED if isinstance(exc.__cause__, KeyboardInterrupt) else 1)
     except typer.TyperException as exc:  # usage errors: a wrong option, a bad value
         show = getattr(exc, "show", None)
         if show is None:

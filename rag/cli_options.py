@@ -21,6 +21,10 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 def settings(**overrides: object) -> Settings:
     """Settings from the environment and `.env`, with the options given on the command line."""
+    import logging
+
     from rag.config import load_settings
 
-    return load_settings(**overrides)
+    loaded = load_settings(**overrides)
+    logging.getLogger().setLevel(loaded.log_level.upper())  # RAG_LOG_LEVEL
+    return loaded

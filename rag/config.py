@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # waiting question its place in the queue.
     max_concurrent: int = Field(4, ge=1, le=64)
 
+    # What the product logs (the CLI, the server); llama.cpp's own log is shown only at debug.
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
@@ -108,6 +111,11 @@ class Settings(BaseSettings):
     upload_types: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=lambda: _readable_types())
     upload_max_mb: float = Field(20.0, gt=0)  # per file
     upload_max_total_mb: float = Field(100.0, gt=0)  # per upload
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("upload_types", mode="before")
     @classmethod

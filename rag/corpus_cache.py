@@ -19,6 +19,7 @@ import os
 import threading
 from pathlib import Path
 
+from rag import lifecycle
 from rag.chunking import count_tokens
 from rag.prompting import SYSTEM_PROMPT, format_passage
 from rag.types import Chunk, GenerationRequest, Highlight, Hit, Message
@@ -78,6 +79,8 @@ class CorpusCache:
         self.failed: dict[Path, str] = {}
         self._fits: tuple[tuple[str, int, int], bool] | None = None
         self._waiting: tuple[Path, list[Chunk], object] | None = None
+        self._reader: tuple[object, object] | None = None  # (thread, model) of the read in progress
+        self._closed = False
 
     def fits(self, build: str, chunks: list[Chunk], context_tokens: int, max_tokens: int) -> bool:
         """Whether this build's corpus fits the context (counted once per build)."""
@@ -100,7 +103,7 @@ class CorpusCache:
         object with `save_prefix(system, path)`. False when it is ready, running or failed."""
         path = state_path(self.index_dir, build, fingerprint)
         with self._lock:
-            if path.is_file() or path in self._building or path in self.failed:
+            if self._closed or path.is_file() or path in self._building or path in self.failed:
                 return False
             self._building.add(path)
             if len(self._building) > 1:
@@ -114,9 +117,22 @@ class CorpusCache:
         return True
 
     def _start(self, path: Path, chunks: list[Chunk], make_model) -> None:
-        threading.Thread(
-            target=self._build, args=(path, chunks, make_model), name="rag-corpus-state", daemon=True
-        ).start()
+        lifecycle.start_worker(self._build, path, chunks, make_model, name="rag-corpus-state")
+
+    def close(self) -> None:
+        """Stop the read in progress (its model closed, which aborts its decode within a step),
+        drop the waiting one, and wait for the reader to end."""
+        with self._lock:
+            self._closed = True
+            if self._waiting is not None:
+                self._building.discard(self._waiting[0])
+            self._waiting = None
+            reader = self._reader
+        if reader is not None:
+            thread, model = reader
+            if model is not None and hasattr(model, "close"):
+                model.close()
+            lifecycle.join(thread)  # type: ignore[arg-type]
 
     def build_now(self, path: Path, chunks: list[Chunk], model) -> int:
         """Compute and save the state in this thread (tests, `rag index`); returns its tokens."""
@@ -135,18 +151,27 @@ class CorpusCache:
         model = None
         try:
             model = make_model()
+            with self._lock:
+                self._reader = (threading.current_thread(), model)
+                closed = self._closed
+            if closed:
+                return
             tokens = self.build_now(path, chunks, model)
             log.info("corpus state saved: %s (%d tokens)", path.name, tokens)
         except Exception as exc:  # a failed state only means the windowed prompt keeps serving
-            self.failed[path] = f"{type(exc).__name__}: {exc}"
-            log.warning("corpus state not saved (%s); answering from the windowed prompt", exc)
+            if self._closed or lifecycle.stopping():
+                log.debug("corpus state not saved: stopped (%s)", exc)
+            else:
+                self.failed[path] = f"{type(exc).__name__}: {exc}"
+                log.warning("corpus state not saved (%s); answering from the windowed prompt", exc)
         finally:
             if model is not None and hasattr(model, "close"):
                 model.close()  # its context's memory, freed now: every rebuild makes one
             with self._lock:
+                self._reader = None
                 self._building.discard(path)
                 waiting, self._waiting = self._waiting, None
-            if waiting is not None:
+            if waiting is not None and not self._closed:
                 self._start(*waiting)
 
     def _prune(self, keep: Path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, Unpack
 
-from rag import generation
+from rag import generation, lifecycle
 from rag.answerability import decide
 from rag.assembly import assemble
 from rag.config import Settings, load_settings
@@ -64,6 +64,12 @@ class Rag:
         self._slots = threading.BoundedSemaphore(self.settings.max_concurrent)
         self.handle = IndexHandle(self.settings, lambda: self.embedder)
         self.corpus_cache = CorpusCache(self.settings.index_dir)
+        lifecycle.track(self)  # closed at exit before the models its readers use are freed
+
+    def close(self) -> None:
+        """Stop this Rag's background work (a corpus state being read is abandoned and joined);
+        what it loaded is freed when the process stops (rag.lifecycle)."""
+        self.corpus_cache.close()
 
     # -- parts ---------------------------------------------------------------------------------
     @property

@@ -58,11 +58,11 @@ def test_a_reloaded_state_answers_exactly_as_reading_the_corpus_again(rag):
     gen, path = saved_state(rag)
     request = rag.request_for(QUESTION, rag.retrieve(QUESTION), gen)
     gen._llm.reset()  # a fresh context: the state must come from the file
-    gen._loaded_prefix = None
+    gen._engine._prefix = None
     from_file = "".join(gen.stream(request))
-    assert gen._loaded_prefix is not None and gen._loaded_prefix[0] == str(path)
+    assert gen._engine._prefix is not None and gen._engine._prefix[0] == str(path)
     gen._llm.reset()
-    gen._loaded_prefix = None
+    gen._engine._prefix = None
     read_again = "".join(gen.stream(request.model_copy(update={"prefix_state": None})))
     assert from_file == read_again
 
@@ -97,9 +97,9 @@ def test_another_model_has_another_fingerprint(tmp_path):
 def test_warm_up_loads_the_saved_state(rag):
     gen, path = saved_state(rag)
     gen._llm.reset()
-    gen._loaded_prefix = None
+    gen._engine._prefix = None
     rag.warm_up()
-    assert gen._loaded_prefix is not None and gen._loaded_prefix[0] == str(path)
+    assert gen._engine._prefix is not None and gen._engine._prefix[0] == str(path)
 
 
 def test_the_background_build_frees_its_own_context(rag):

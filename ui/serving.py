@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from rag.config import Settings
 from rag.errors import RagError
+from rag.lifecycle import shutdown, start_worker
 from rag.pipeline import Rag
 from ui.idle import make_queue_sleep_when_idle
 from ui.layout import CSS, THEME, build_app
@@ -107,8 +108,11 @@ def serve(settings: Settings) -> None:
         extra_routes(demo.app, rag)
         make_queue_sleep_when_idle(demo._queue)
         print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
-        # Started only now: llama-cpp silences the whole process's stdout/stderr while it loads.
-        threading.Thread(target=_warm_up, args=(rag, activity), name="rag-warm-up", daemon=True).start()
-        demo.block_thread()
+        # Joined at shutdown (rag.lifecycle): a model still loading is never freed under it.
+        start_worker(_warm_up, rag, activity, name="rag-warm-up")
+        demo.block_thread()  # returns on Ctrl+C
     finally:
         stop.set()
+        demo.close()
+        rag.close()
+        shutdown()  # the models are freed now, in order, not in the interpreter's teardown

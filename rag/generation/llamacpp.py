@@ -9,52 +9,25 @@ and loaded in a fraction of a second instead of being read again.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from rag import lifecycle
 from rag.config import Settings
 from rag.cpus import usable_cpus
-from rag.errors import GeneratorError, GeneratorUnavailableError
+from rag.errors import GeneratorError
+from rag.generation import llama_engine
 from rag.judge import NO_WORDS, YES_WORDS, judge_request, yes_share
 from rag.refusal import REFUSAL
 from rag.types import GenerationRequest, Message
 
 # Sampling starts from the same seed on every call: the same question and passages get the same answer.
 SEED = 1234
-_models: dict[tuple, object] = {}
-_models_lock = threading.Lock()
 # Marks where a prefix ends when a chat is formatted: what follows it is the per-question part.
 _SENTINEL = "Zqx sentinel question"
-
-
-def _load(path: Path, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bool, *, shared: bool = True):
-    """The model, loaded once per process and settings (`shared=False`: a context of its own,
-    the weights still shared through the page cache)."""
-    key = (str(path), n_ctx, n_threads, n_batch, flash_attn) if shared else object()
-    with _models_lock:
-        if key not in _models:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise GeneratorUnavailableError(
-                    "llama-cpp-python is not installed; run `make install` (it builds it with "
-                    "portable CPU flags) or choose RAG_GENERATOR=extractive"
-                ) from None
-            try:
-                _models[key] = Llama(
-                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                    n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, verbose=False,
-                )
-            except Exception as exc:
-                raise GeneratorUnavailableError(
-                    f"RAG_LLM_MODEL_PATH: cannot load {path} ({type(exc).__name__}: {exc})"
-                ) from None
-        return _models[key] if shared else _models.pop(key)
 
 
 def model_fingerprint(path: Path) -> str:
@@ -71,8 +44,8 @@ def model_fingerprint(path: Path) -> str:
 
 
 class LlamaCppGenerator:
-    """A GGUF model loaded once per process; calls are serialised because a context is not
-    thread-safe."""
+    """A GGUF model loaded once per process (its engine serialises calls: a context is not
+    thread-safe)."""
 
     name = "llamacpp"
     reads_cheaply = True  # a yes/no reading costs a few tokens: the context holds the prompt already
@@ -85,21 +58,22 @@ class LlamaCppGenerator:
         self.refusal_threshold = refusal_threshold
         self._options = dict(context_tokens=context_tokens, threads=threads, refusal_threshold=refusal_threshold,
                              batch_tokens=batch_tokens, flash_attn=flash_attn)
-        self._llm = _load(model_path, context_tokens, threads or usable_cpus(), batch_tokens, flash_attn, shared=shared)
+        self._engine = llama_engine.load(model_path, n_ctx=context_tokens, n_threads=threads or usable_cpus(),
+                                         n_batch=batch_tokens, flash_attn=flash_attn, shared=shared)
+        self._llm = self._engine.llm
         self._shared = shared
-        self._lock = threading.Lock()
         self._fingerprint: str | None = None
         # The first token of the refusal sentence ("I"): its probability as the answer's first
         # token is how strongly the model itself thinks the passages do not answer.
-        self._refusal_token = self._llm.tokenize(REFUSAL.encode(), add_bos=False, special=False)[0]  # type: ignore[attr-defined]
+        self._refusal_token = self._tokenize(REFUSAL, bos=False)[0]
         # The answers to the yes/no question of the answerability check: words that are one token.
-        self._yes_no = {w: ids[0] for w in (*YES_WORDS, *NO_WORDS)
-                        if len(ids := self._llm.tokenize(w.encode(), add_bos=False, special=False)) == 1}  # type: ignore[attr-defined]
+        self._yes_no = {w: ids[0] for w in (*YES_WORDS, *NO_WORDS) if len(ids := self._tokenize(w, bos=False)) == 1}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LlamaCppGenerator":
         from rag.models import resolve_llm_path
 
+        llama_engine.configure(settings.log_level)
         return cls(
             resolve_llm_path(settings.llm_model_path),
             context_tokens=settings.llm_context_tokens,
@@ -109,18 +83,20 @@ class LlamaCppGenerator:
             flash_attn=settings.llm_flash_attn,
         )
 
+    def _tokenize(self, text: str, *, bos: bool, special: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode(), add_bos=bos, special=special)
+
     def private_copy(self) -> "LlamaCppGenerator":
         """The same model in a context of its own (for work in the background that must not
-        disturb the context answering questions); freed when dropped."""
+        disturb the context answering questions); `close()` frees it."""
         return LlamaCppGenerator(self.model_path, shared=False, **self._options)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Free a private copy's context and weights now, not whenever the garbage collector
-        finds the model's reference cycles (each background corpus state would otherwise keep
-        a second context's memory). The shared model stays loaded."""
+        """Free a private copy's context now (stopping a read in progress within a step), not
+        whenever the garbage collector finds the model's reference cycles. The shared model
+        stays loaded until the process stops (rag.lifecycle)."""
         if not self._shared:
-            with self._lock:
-                self._llm.close()  # type: ignore[attr-defined]
+            self._engine.close()
 
     @property
     def fingerprint(self) -> str:
@@ -133,72 +109,42 @@ class LlamaCppGenerator:
         """The tokens of a chat that starts with `system`, up to where the user's words begin."""
         text = self._format([Message(role="system", content=system), Message(role="user", content=_SENTINEL)])
         # Tokenized as create_chat_completion tokenizes a whole prompt, so the prefixes match.
-        return self._llm.tokenize(text[: text.index(_SENTINEL)].encode(), add_bos=True, special=True)  # type: ignore[attr-defined]
+        return self._tokenize(text[: text.index(_SENTINEL)], bos=True, special=True)
 
     def _format(self, messages: list[Message]) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        meta = self._llm.metadata  # type: ignore[attr-defined]
+        llm = self._llm
         formatter = Jinja2ChatFormatter(
-            template=meta["tokenizer.chat_template"],
-            eos_token=self._llm.detokenize([self._llm.token_eos()]).decode(errors="ignore"),  # type: ignore[attr-defined]
-            bos_token=self._llm.detokenize([self._llm.token_bos()]).decode(errors="ignore"),  # type: ignore[attr-defined]
+            template=llm.metadata["tokenizer.chat_template"],
+            eos_token=llm.detokenize([llm.token_eos()]).decode(errors="ignore"),
+            bos_token=llm.detokenize([llm.token_bos()]).decode(errors="ignore"),
         )
         return formatter(messages=[m.model_dump() for m in messages]).prompt
 
     def warm(self, system: str) -> None:
         """Read the fixed start of every prompt now, so the first question pays only for its own."""
         tokens = self._prefix_tokens(system)
-        with self._lock:
-            self._llm.reset()  # type: ignore[attr-defined]
-            self._llm.eval(tokens)  # type: ignore[attr-defined]
+        with self._engine.use():
+            self._engine.read(tokens)
 
     def preload(self, path: Path) -> None:
         """Load a saved prefix state now (at start), so the first question does not wait for it."""
-        with self._lock:
-            if not self._prefix_in_memory(path):
-                self._ensure_prefix(path)
+        with self._engine.use():
+            self._engine.load_state(path)
 
     def save_prefix(self, system: str, path: Path) -> int:
         """Read a chat start (system message) once and save its key/value state to `path`
         (written aside, then renamed). Returns the number of tokens saved."""
-        import llama_cpp
-
         tokens = self._prefix_tokens(system)
         if len(tokens) + 256 > self.context_tokens:
             raise GeneratorError(f"the prefix is {len(tokens)} tokens; RAG_LLM_CONTEXT_TOKENS is {self.context_tokens}")
         tmp = path.with_name(f".{path.name}.tmp")
-        with self._lock:
-            self._llm.reset()  # type: ignore[attr-defined]
-            self._llm.eval(tokens)  # type: ignore[attr-defined]
-            array = (llama_cpp.llama_token * len(tokens))(*tokens)
-            llama_cpp.llama_state_seq_save_file(self._llm._ctx.ctx, str(tmp).encode(), 0, array, len(tokens))  # type: ignore[attr-defined]
+        with self._engine.use():
+            self._engine.read(tokens)
+            self._engine.save_state(tmp, tokens)
         tmp.replace(path)
         return len(tokens)
-
-    def _ensure_prefix(self, path: Path) -> None:
-        """Make the context start with the state saved in `path` (loaded only when it does not
-        already); called with the lock held."""
-        import llama_cpp
-
-        llm = self._llm
-        capacity = self.context_tokens
-        array = (llama_cpp.llama_token * capacity)()
-        count = ctypes.c_size_t(0)
-        llm._ctx.kv_cache_clear()  # type: ignore[attr-defined]
-        read = llama_cpp.llama_state_seq_load_file(llm._ctx.ctx, str(path).encode(), 0, array, capacity, ctypes.byref(count))  # type: ignore[attr-defined]
-        if read == 0:
-            llm.reset()  # type: ignore[attr-defined]
-            raise GeneratorError(f"cannot load the saved model state {path.name}")
-        n = count.value
-        llm.input_ids[:n] = np.frombuffer(array, dtype=np.intc, count=n)  # type: ignore[attr-defined]
-        llm.n_tokens = n  # type: ignore[attr-defined]
-        llm._requires_eval = True  # type: ignore[attr-defined]
-        self._loaded_prefix = (str(path), n)
-
-    def _prefix_in_memory(self, path: Path) -> bool:
-        loaded = getattr(self, "_loaded_prefix", None)
-        return bool(loaded) and loaded[0] == str(path) and self._llm.n_tokens >= loaded[1]  # type: ignore[attr-defined,index]
 
     # -- answering -------------------------------------------------------------------------------
     def _watch_first_token(self, seen: list[list[float]], token_ids: list[int]):
@@ -215,21 +161,24 @@ class LlamaCppGenerator:
         return processor
 
     def _prepare(self, request: GenerationRequest) -> None:
-        """Called with the lock held: load the request's saved prefix when it is not in memory."""
-        if request.prefix_state and not self._prefix_in_memory(Path(request.prefix_state)):
-            self._ensure_prefix(Path(request.prefix_state))
+        """Called with the engine held: load the request's saved prefix when it is not in memory."""
+        if request.prefix_state:
+            self._engine.load_state(Path(request.prefix_state))
 
     def _first_token(self, request: GenerationRequest, token_ids: list[int]) -> list[float]:
         """The probabilities of `token_ids` as the first token of the reply (one token generated)."""
         from llama_cpp import LogitsProcessorList
 
         seen: list[list[float]] = []
-        with self._lock:
+        with self._engine.use() as llm:
             self._prepare(request)
-            self._llm.create_chat_completion(  # type: ignore[attr-defined]
-                messages=[m.model_dump() for m in request.messages], max_tokens=1, temperature=0.0,
-                seed=SEED, logits_processor=LogitsProcessorList([self._watch_first_token(seen, token_ids)]),
-            )
+            try:
+                llm.create_chat_completion(
+                    messages=[m.model_dump() for m in request.messages], max_tokens=1, temperature=0.0,
+                    seed=SEED, logits_processor=LogitsProcessorList([self._watch_first_token(seen, token_ids)]),
+                )
+            except RuntimeError as exc:
+                raise GeneratorError(f"the local model failed while reading ({exc})") from None
         return seen[0]
 
     def refusal_probability(self, request: GenerationRequest) -> float:
@@ -247,11 +196,11 @@ class LlamaCppGenerator:
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         from llama_cpp import LogitsProcessorList
 
-        with self._lock:
+        with self._engine.use() as llm:
             seen: list[list[float]] = []
             try:
                 self._prepare(request)
-                pieces = self._llm.create_chat_completion(  # type: ignore[attr-defined]
+                pieces = llm.create_chat_completion(
                     messages=[m.model_dump() for m in request.messages],
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
@@ -260,6 +209,9 @@ class LlamaCppGenerator:
                     stream=True,
                 )
                 for piece in pieces:
+                    if lifecycle.stopping():
+                        pieces.close()  # the process is stopping: let go of the model at once
+                        return
                     # `seen` is filled when the first token is sampled, before its piece arrives.
                     if seen and seen[0][0] >= self.refusal_threshold:
                         pieces.close()

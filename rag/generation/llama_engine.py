@@ -1,0 +1,222 @@
+"""llama.cpp in this process: its log, its models and contexts, and freeing them in order.
+
+The one module that touches llama-cpp-python's process-wide switches and private fields:
+
+- **Output.** With `verbose=False` the binding silences llama.cpp by pointing the process's file
+  descriptors 1 and 2 at /dev/null around model and context creation (`os.dup2`). That is
+  process-wide: whatever another thread prints meanwhile is lost, and two loads overlapping
+  restore each other's /dev/null, silencing stdout for good. Here llama.cpp's log goes to the
+  `rag.llama` logger through `llama_log_set` (quiet unless RAG_LOG_LEVEL=debug), and the
+  binding's suppressor is made a no-op before the first model loads: nothing redirects a file
+  descriptor, ever.
+- **Stopping.** Every context carries an abort flag that llama.cpp reads between the steps of a
+  decode (a plain C function reads it, so no Python runs inside llama.cpp's threads): a decode
+  in progress returns within a step when its engine is closed or the process shuts down.
+- **Freeing.** `rag.lifecycle` joins the background work, then closes private contexts, then
+  the shared models, before the interpreter tears down.
+- **Private fields.** Saving and restoring a prefix's key/value state needs the context pointer
+  and the token list the high-level `Llama` keeps to itself; `Engine` is the one class that
+  reaches them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from rag import lifecycle
+from rag.errors import GeneratorError, GeneratorUnavailableError
+
+log = logging.getLogger("rag.llama")
+_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
+
+_lock = threading.Lock()
+_shared: dict[tuple, "Engine"] = {}
+_private: list["Engine"] = []
+_hooks: dict[str, object] = {}  # the C callbacks, kept alive for as long as llama.cpp may call them
+
+
+def configure(level: str) -> None:
+    """How much of llama.cpp's own log to show: everything at `debug`, only errors otherwise."""
+    log.setLevel(logging.DEBUG if level.lower() == "debug" else logging.ERROR)
+
+
+def _install() -> None:
+    """Route llama.cpp's log to `logging` and disarm the binding's fd redirection (once)."""
+    if _hooks:
+        return
+    import llama_cpp
+    from llama_cpp import _utils
+
+    pending: list[str] = []
+    last = [logging.INFO]
+
+    @llama_cpp.llama_log_callback
+    def to_logging(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        # Level 5 continues the previous message; a message ends with a newline.
+        if level != 5:
+            last[0] = _LEVELS.get(level, logging.DEBUG)
+        pending.append(text.decode("utf-8", errors="replace"))
+        if pending[-1].endswith("\n"):
+            message, pending[:] = "".join(pending).rstrip(), []
+            if message and log.isEnabledFor(last[0]):
+                log.log(last[0], "%s", message)
+
+    if log.level == logging.NOTSET:
+        configure("warning")
+    llama_cpp.llama_log_set(to_logging, None)
+    _utils.suppress_stdout_stderr.__enter__ = lambda self: self  # type: ignore[method-assign]
+    _utils.suppress_stdout_stderr.__exit__ = lambda self, *exc: None  # type: ignore[method-assign]
+    # A decode reads its context's flag between steps through libc's strlen: "" goes on, "\1" stops.
+    _hooks["abort"] = llama_cpp.ggml_abort_callback(ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value)
+    _hooks["log"] = to_logging
+    lifecycle.on_release(close_all)
+
+
+def load(path: Path, *, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bool,
+         shared: bool = True) -> "Engine":
+    """The model at `path` with a context of `n_ctx` tokens: loaded once per process and settings
+    (`shared=False`: a context of its own, closed by its owner)."""
+    key = (str(path), n_ctx, n_threads, n_batch, flash_attn)
+    with _lock:
+        if lifecycle.stopping():
+            raise GeneratorUnavailableError("the local model is not loaded: the process is stopping")
+        if shared and key in _shared and not _shared[key].closed:
+            return _shared[key]
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise GeneratorUnavailableError(
+                "llama-cpp-python is not installed; run `make install` (it builds it with "
+                "portable CPU flags) or choose RAG_GENERATOR=extractive"
+            ) from None
+        _install()
+        try:
+            llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                        n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, verbose=False)
+        except Exception as exc:
+            raise GeneratorUnavailableError(
+                f"RAG_LLM_MODEL_PATH: cannot load {path} ({type(exc).__name__}: {exc})"
+            ) from None
+        engine = Engine(llm, shared=shared)
+        if shared:
+            _shared[key] = engine
+        else:
+            _private.append(engine)
+        return engine
+
+
+def close_all() -> None:
+    """Free every context and model: private contexts first, then the shared models."""
+    with _lock:
+        engines = [*_private, *_shared.values()]
+        _private.clear()
+        _shared.clear()
+    for engine in engines:
+        engine.abort()
+    for engine in engines:
+        engine.close()
+    if _hooks:
+        import llama_cpp
+
+        llama_cpp.llama_log_set(llama_cpp.llama_log_callback(), None)  # NULL: no Python called after this
+
+
+class Engine:
+    """One llama.cpp model and context; `use()` holds it (a context is not thread-safe)."""
+
+    def __init__(self, llm, *, shared: bool) -> None:
+        import llama_cpp
+
+        self.llm = llm
+        self.shared = shared
+        self.closed = False
+        self.lock = threading.RLock()
+        self._flag = ctypes.create_string_buffer(2)
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, _hooks["abort"], ctypes.cast(self._flag, ctypes.c_void_p))
+        self._prefix: tuple[str, int] | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[object]:
+        """The model, held by this thread until the block ends."""
+        with self.lock:
+            if self.closed:
+                raise GeneratorUnavailableError("the local model was closed (the process is stopping)")
+            yield self.llm
+
+    def abort(self) -> None:
+        """Make a decode in progress (and every later one) return at its next step."""
+        self._flag[0] = b"\x01"
+
+    @property
+    def aborted(self) -> bool:
+        return self._flag[0] != b"\x00"
+
+    def close(self, timeout: float = lifecycle.JOIN_SECONDS) -> bool:
+        """Abort, wait for the holder to let go (within `timeout`), free; False if still held."""
+        self.abort()
+        if not self.lock.acquire(timeout=timeout):
+            log.warning("the local model is still busy after %.0f s; left to the operating system", timeout)
+            return False
+        try:
+            if not self.closed:
+                self.closed = True
+                self.llm.close()
+        finally:
+            self.lock.release()
+        with _lock:
+            if self in _private:
+                _private.remove(self)
+        return True
+
+    # -- prefix states (called with `use()` held) -----------------------------------------------
+    def read(self, tokens: Sequence[int]) -> None:
+        """Read `tokens` from an empty context (the state a prefix file saves)."""
+        self.llm.reset()
+        try:
+            self.llm.eval(tokens)
+        except RuntimeError as exc:
+            self.llm.reset()
+            if self.aborted:
+                raise GeneratorError("stopped: the model is closing") from None
+            raise GeneratorError(f"the local model could not read the prompt ({exc})") from None
+
+    def save_state(self, path: Path, tokens: Sequence[int]) -> None:
+        """Save the key/value state of `tokens` (just read) to `path`."""
+        import llama_cpp
+
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        llama_cpp.llama_state_seq_save_file(self.llm._ctx.ctx, str(path).encode(), 0, array, len(tokens))
+
+    def load_state(self, path: Path) -> None:
+        """Make the context start with the state saved in `path`, unless it does already."""
+        import llama_cpp
+
+        if self.has_prefix(path):
+            return
+        llm = self.llm
+        capacity = llm.n_ctx()
+        array = (llama_cpp.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        llm._ctx.kv_cache_clear()
+        read = llama_cpp.llama_state_seq_load_file(llm._ctx.ctx, str(path).encode(), 0, array, capacity,
+                                                   ctypes.byref(count))
+        if read == 0:
+            llm.reset()
+            self._prefix = None
+            raise GeneratorError(f"cannot load the saved model state {path.name}")
+        n = count.value
+        llm.input_ids[:n] = np.frombuffer(array, dtype=np.intc, count=n)
+        llm.n_tokens = n
+        llm._requires_eval = True  # the next prompt's last token is read again for its logits
+        self._prefix = (str(path), n)
+
+    def has_prefix(self, path: Path) -> bool:
+        """Whether the context still starts with the state of `path`."""
+        return self._prefix is not None and self._prefix[0] == str(path) and self.llm.n_tokens >= self._prefix[1]

@@ -1,0 +1,105 @@
+"""One orderly shutdown for the process: background work stops before what it uses is freed.
+
+Native libraries (llama.cpp) keep threads and memory of their own; freed in the wrong order, or
+during the interpreter's own teardown, they crash the process after its work is done. Here, once
+per process (at exit, and when the server stops), in this order:
+
+1. every open owner (a `Rag`) is closed: its background readers are told to stop and joined;
+2. any other worker started through `start_worker` is joined, each within a bound;
+3. the release hooks run, last registered first (the local model's contexts, then its weights).
+
+A worker still running after its bound is left alone, and so is what it uses: leaking memory at
+exit is harmless, freeing it under a running thread is not.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+JOIN_SECONDS = 10.0
+
+_lock = threading.Lock()
+_owners: "weakref.WeakSet" = weakref.WeakSet()
+_workers: set[threading.Thread] = set()
+_releases: list[Callable[[], None]] = []
+_stopping = threading.Event()
+_registered = False
+
+
+def _register_once() -> None:
+    global _registered
+    if not _registered:
+        atexit.register(shutdown)
+        _registered = True
+
+
+def track(owner: object) -> None:
+    """Close `owner` (anything with `close()`) at shutdown unless it is gone by then."""
+    with _lock:
+        _register_once()
+        _owners.add(owner)
+
+
+def on_release(hook: Callable[[], None]) -> None:
+    """Run `hook` at shutdown, after every owner is closed and every worker joined."""
+    with _lock:
+        _register_once()
+        _releases.append(hook)
+
+
+def start_worker(target: Callable[..., object], *args: object, name: str) -> threading.Thread:
+    """Start a background thread that shutdown joins before anything is freed."""
+    def run() -> None:
+        try:
+            target(*args)
+        finally:
+            with _lock:
+                _workers.discard(threading.current_thread())
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    with _lock:
+        _register_once()
+        _workers.add(thread)
+    thread.start()
+    return thread
+
+
+def stopping() -> bool:
+    """Whether the process is shutting down (long loops check it and stop)."""
+    return _stopping.is_set()
+
+
+def join(thread: threading.Thread, timeout: float = JOIN_SECONDS) -> bool:
+    """Wait for `thread` within `timeout`; False (and a log line) when it is still running."""
+    if thread is threading.current_thread():
+        return True
+    thread.join(timeout)
+    if thread.is_alive():
+        log.warning("%s did not stop within %.0f s; leaving it and what it uses", thread.name, timeout)
+        return False
+    return True
+
+
+def shutdown() -> None:
+    """Stop and free everything in order (idempotent; also registered with atexit)."""
+    _stopping.set()
+    with _lock:
+        owners, workers = list(_owners), list(_workers)
+        releases, _releases[:] = list(reversed(_releases)), []
+    for owner in owners:
+        try:
+            owner.close()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 (shutdown goes on: the rest must still be freed)
+            log.exception("closing %r at shutdown failed", owner)
+    if not all([join(t) for t in workers]):
+        return  # a worker still runs: freeing what it may use would crash the process
+    for release in releases:
+        try:
+            release()
+        except Exception:  # noqa: BLE001
+            log.exception("releasing at shutdown failed")

@@ -1,0 +1,128 @@
+"""Nothing lost, nothing crashes: the local model's background work in real processes.
+
+Each test runs the product in fresh Python processes with the real small model (SmolLM2), the way
+a script or a terminal user would, many times over, because what it guards against is a race:
+llama.cpp loading a model in one thread while another prints, and llama.cpp objects freed during
+the interpreter's teardown while a background read is still inside a decode.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from rag.models import small_llm_path
+
+from fakes import HASHING_FLOOR, write_corpus
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(small_llm_path() is None, reason="SmolLM2 not installed: make install-test"),
+]
+pytest.importorskip("llama_cpp")
+RUNS = 20
+REPO = Path(__file__).resolve().parents[1]
+
+
+def product_env(root: Path, index: str = "index") -> dict[str, str]:
+    """A user's environment: the small model by path, a fresh index folder under `root`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update({
+        "RAG_SEEDS_DIR": str(root / "seeds"),
+        "RAG_INDEX_DIR": str(root / index),
+        "RAG_EMBEDDING_MODEL": "hashing-256",
+        "RAG_CHUNK_TOKENS": "24",
+        "RAG_CHUNK_OVERLAP": "0",
+        "RAG_RELEVANCE_FLOOR": str(HASHING_FLOOR),
+        "RAG_ANSWERABILITY_READ_THRESHOLD": "0",
+        "RAG_GENERATOR": "llamacpp",
+        "RAG_LLM_MODEL_PATH": str(small_llm_path()),
+        "RAG_LLM_MAX_TOKENS": "24",
+        "RAG_LLM_CONTEXT_TOKENS": "2048",
+        "RAG_LLM_TEMPERATURE": "0",
+        "RAG_LLM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    })
+    return env
+
+
+def run_many(run, count: int = RUNS) -> list:
+    """`run(i)` for i in range(count), two at a time (two cores)."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(run, range(count)))
+
+
+PRINTS_WHILE_LOADING = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from rag.corpus_cache import CorpusCache, state_path
+    from rag.generation.llamacpp import LlamaCppGenerator
+    from rag.types import Chunk
+
+    model = LlamaCppGenerator(Path(sys.argv[1]), context_tokens=2048, threads=1)
+    text = "The Danube flows through Vienna and Budapest. " * 40
+    chunks = [Chunk(id="c1", source="river.txt", ordinal=0, text=text, start_char=0,
+                    end_char=len(text), start_line=1, end_line=1, tokens=400)]
+    cache = CorpusCache(Path(sys.argv[2]))
+    cache.build_in_background("b1", model.fingerprint, chunks, model.private_copy)
+    for i in range(1000):
+        print(f"line {i}")
+        if i % 100 == 0:
+            model.private_copy().close()  # another context made meanwhile: the same silencing risk
+""")
+
+
+def test_everything_printed_while_models_load_in_the_background_arrives(tmp_path):
+    def run(i: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", PRINTS_WHILE_LOADING, str(small_llm_path()), str(tmp_path / f"i{i}")],
+                              capture_output=True, text=True, timeout=300, env=product_env(tmp_path), cwd=tmp_path)
+
+    for done in run_many(run):
+        lines = done.stdout.splitlines()
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert lines == [f"line {i}" for i in range(1000)], f"{len(lines)} of 1000 lines arrived"
+
+
+def test_rag_ask_with_the_local_model_writes_its_answer_to_a_file_every_time(tmp_path):
+    write_corpus(tmp_path / "seeds")
+
+    def run(i: int) -> tuple[int, str, str]:
+        out = tmp_path / f"answer-{i}.txt"
+        with out.open("w") as fh:  # stdout is a file, as with `rag ask ... > out.txt`
+            done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Which cities stand on the Danube?",
+                                   "-g", "llamacpp"], stdout=fh, stderr=subprocess.PIPE, text=True, timeout=300,
+                                  env=product_env(tmp_path, index=f"index-{i}"), cwd=tmp_path)
+        return done.returncode, out.read_text(), done.stderr
+
+    for code, written, stderr in run_many(run):
+        assert code == 0, stderr[-2000:]
+        assert "Sources:" in written or "do not" in written.lower(), written  # the answer, cited or refused
+        assert written.strip() and "Traceback" not in stderr
+
+
+ASKS_AND_RETURNS = textwrap.dedent("""
+    import rag
+    answer = rag.ask("Which cities stand on the Danube?")
+    assert answer.text
+    print("answered", flush=True)
+    # returns at once: the corpus state of this fresh index is still being read in the background
+""")
+
+
+def test_a_script_that_returns_while_a_background_read_runs_exits_cleanly(tmp_path):
+    write_corpus(tmp_path / "seeds")
+
+    def run(i: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", ASKS_AND_RETURNS], capture_output=True, text=True, timeout=300,
+                              env=product_env(tmp_path, index=f"index-{i}"), cwd=tmp_path)
+
+    for done in run_many(run):
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout == "answered\n"
+        assert "Traceback" not in done.stderr and "Segmentation" not in done.stderr
