@@ -8,9 +8,8 @@ import threading
 
 from fastapi import FastAPI
 
-from rag.config import Settings
-from rag.errors import RagError
-from rag.pipeline import Rag
+from rag import Rag, RagError, Settings
+from ui.gradio_private import event_queue
 from ui.idle import make_queue_sleep_when_idle
 from ui.layout import CSS, THEME, build_app
 from ui.state import Activity
@@ -63,7 +62,7 @@ def extra_routes(app: FastAPI, rag: Rag) -> None:
 
     Called once the server's FastAPI app exists and before `serve` reports the chat as running.
     """
-    from rag.openai_api import mount_openai_api
+    from rag import mount_openai_api  # the API module is loaded only when a server starts
 
     mount_openai_api(app, rag)
 
@@ -105,7 +104,7 @@ def serve(settings: Settings) -> None:
     try:
         _, local_url, _ = demo.launch(prevent_thread_lock=True, **launch_options(settings))
         extra_routes(demo.app, rag)
-        make_queue_sleep_when_idle(demo._queue)
+        make_queue_sleep_when_idle(event_queue(demo))
         print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
         # Started only now: llama-cpp silences the whole process's stdout/stderr while it loads.
         threading.Thread(target=_warm_up, args=(rag, activity), name="rag-warm-up", daemon=True).start()
