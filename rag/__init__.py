@@ -23,31 +23,80 @@ owns the build in use. How a document becomes an index: `rag.loaders` -> `rag.ch
 `rag.embedding` -> `rag.indexer` -> a store (`rag.vectorstore`, `rag.store`). The records passed
 between stages are in `rag.types`; settings in `rag.config`; errors in `rag.errors`.
 See docs/ARCHITECTURE.md.
+
+The public API is what this package exports (`__all__`): programs and the browser chat (`ui/`)
+import from `rag` only, never from its modules, so those can change without breaking them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import RagError
-from rag.types import Answer, Citation, Hit, IndexReport, IndexStatus
+from rag.errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    EmbeddingError,
+    GeneratorError,
+    GeneratorUnavailableError,
+    IndexCorruptError,
+    IndexLockedError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    IndexStoreError,
+    LoaderError,
+    QuestionError,
+    RagError,
+    UploadError,
+)
+from rag.types import Answer, Citation, Hit, IndexReport, IndexStatus, Timings
 
 __all__ = [
-    "ask", "ask_stream", "add_documents", "remove_documents",
-    "Answer", "Citation", "Hit", "IndexReport", "IndexStatus", "RagError", "Rag",
+    "ask", "ask_stream", "Rag", "add_documents", "remove_documents", "AddResult",
+    "Settings", "load_settings", "describe_report", "report_changes",
+    "resolve_generator", "generator_is_parallel", "mount_openai_api", "shutdown", "start_worker",
+    "Answer", "Citation", "Hit", "IndexReport", "IndexStatus", "Timings",
+    "RagError", "ConfigError", "LoaderError", "UploadError", "IndexStoreError", "IndexNotFoundError",
+    "IndexMismatchError", "IndexCorruptError", "IndexLockedError", "DatabaseUnavailableError",
+    "EmbeddingError", "QuestionError", "GeneratorError", "GeneratorUnavailableError",
 ]
 
 if TYPE_CHECKING:
+    from rag.config import Settings, load_settings
+    from rag.documents import AddResult, add_documents, remove_documents
+    from rag.generation import parallel as generator_is_parallel
+    from rag.generation import resolve_name as resolve_generator
+    from rag.lifecycle import shutdown, start_worker
+    from rag.openai_api import mount_openai_api
     from rag.pipeline import Rag, ask, ask_stream
+    from rag.reporting import describe_report, report_changes
 
-_LAZY = {"ask": "rag.pipeline", "ask_stream": "rag.pipeline", "Rag": "rag.pipeline",
-         "add_documents": "rag.documents", "remove_documents": "rag.documents"}
+# Public name -> (module, name inside it). Imported on first use: the pipeline pulls in
+# numpy/faiss, the settings pydantic-settings, the API FastAPI, and `rag --help` must stay fast.
+_LAZY = {
+    "ask": ("rag.pipeline", "ask"),
+    "shutdown": ("rag.lifecycle", "shutdown"),
+    "start_worker": ("rag.lifecycle", "start_worker"),
+    "ask_stream": ("rag.pipeline", "ask_stream"),
+    "Rag": ("rag.pipeline", "Rag"),
+    "add_documents": ("rag.documents", "add_documents"),
+    "remove_documents": ("rag.documents", "remove_documents"),
+    "AddResult": ("rag.documents", "AddResult"),
+    "Settings": ("rag.config", "Settings"),
+    "load_settings": ("rag.config", "load_settings"),
+    "describe_report": ("rag.reporting", "describe_report"),
+    "report_changes": ("rag.reporting", "report_changes"),
+    # The backend a generator name stands for (`auto` -> openai, llamacpp or extractive), and
+    # whether that backend answers several questions at once (a local model reads one at a time).
+    "resolve_generator": ("rag.generation", "resolve_name"),
+    "generator_is_parallel": ("rag.generation", "parallel"),
+    "mount_openai_api": ("rag.openai_api", "mount_openai_api"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The pipeline pulls in numpy/faiss; import it on first use so `rag --help` stays fast.
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(_LAZY[name]), name)
+        module, attribute = _LAZY[name]
+        return getattr(import_module(module), attribute)
     raise AttributeError(name)

@@ -113,3 +113,33 @@ def test_functions_stay_short_and_the_long_ones_say_why() -> None:
                     assert any(line.strip().startswith("#") for line in body), f"{where} is long: say why"
     assert all(size <= MAX_FUNCTION for size in long.values()), long
     assert len(long) <= MAX_LONG_FUNCTIONS, long
+
+
+def _private_library_imports(source: str, submodules: set[str]) -> list[str]:
+    """The imports in `source` that reach past the `rag` package into its modules (anywhere in
+    the file: inside functions and TYPE_CHECKING blocks too)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("rag.")]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            if (node.module or "").startswith("rag."):
+                found.append(node.module)
+            elif node.module == "rag":
+                found += [f"rag.{a.name}" for a in node.names if a.name in submodules]
+    return found
+
+
+def test_the_ui_uses_only_the_librarys_public_api() -> None:
+    submodules = {name.split(".")[1] for name in _modules() if name.startswith("rag.")}
+    reached = {str(path.relative_to(ROOT)): found for name, path in _modules().items() if name.startswith("ui")
+               if (found := _private_library_imports(path.read_text(encoding="utf-8"), submodules))}
+    assert not reached, f"import from `rag` (add the name to rag/__init__.py's exports), not its modules: {reached}"
+
+
+def test_the_public_api_check_finds_a_module_import() -> None:
+    modules = {"pipeline", "generation"}
+    assert _private_library_imports("from rag.pipeline import Rag", modules) == ["rag.pipeline"]
+    assert _private_library_imports("def f():\n    import rag.generation.base", modules) == ["rag.generation.base"]
+    assert _private_library_imports("from rag import generation, Rag", modules) == ["rag.generation"]
+    assert _private_library_imports("from rag import Rag, ask\nimport rag", modules) == []

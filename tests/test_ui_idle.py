@@ -6,13 +6,14 @@ import asyncio
 
 import gradio as gr
 
+from ui.gradio_private import event_queue
 from ui.idle import BUSY_POLL_SECONDS, IDLE_POLL_SECONDS, IDLE_PROGRESS_SECONDS, make_queue_sleep_when_idle
 
 
 def test_the_queue_polls_fast_only_while_there_is_work():
     with gr.Blocks() as demo:
         gr.Markdown("hi")
-    queue = demo._queue
+    queue = event_queue(demo)
     assert queue.sleep_when_free < 0.01  # Gradio's own: about a thousand wake-ups a second
     make_queue_sleep_when_idle(queue)
     assert queue.sleep_when_free == IDLE_POLL_SECONDS
@@ -28,7 +29,7 @@ def test_the_queue_polls_fast_only_while_there_is_work():
 def test_a_pushed_event_wakes_the_queue_up(monkeypatch):
     with gr.Blocks() as demo:
         gr.Markdown("hi")
-    queue = demo._queue
+    queue = event_queue(demo)
     make_queue_sleep_when_idle(queue)
     seen = []
 

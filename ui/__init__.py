@@ -1,11 +1,16 @@
 """The browser chat over the `rag` library: `build_app(rag)` for the page, `serve(settings)` to run it.
 
-    from rag.config import load_settings
+    from rag import load_settings
     from ui import serve
     serve(load_settings())
 
 Modules: `state` (turns, background activity), `rendering` (the page's HTML, no Gradio),
-`handlers` (the events), `layout` (the page, `style.css`), `serving` (running it).
+`handlers` (the events), `layout` (the page, `style.css`), `serving` (running it), `documents`
+and `documents_view` (the documents panel), `idle` (a quiet server sleeps).
+
+The chat uses only public APIs: the library through `rag` (never its modules), and Gradio's
+documented API except for the few parts in `gradio_private`, each there because Gradio has no
+public way to do it.
 """
 
 from __future__ import annotations

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-from gradio.utils import get_upload_folder
 
-from rag.documents import AddResult, add_documents, remove_documents
-from rag.errors import IndexNotFoundError, RagError
-from rag.pipeline import Rag
+from rag import AddResult, IndexNotFoundError, Rag, RagError, add_documents, remove_documents
 from ui.documents_view import (
     UPLOADS_OFF,
     FileState,
@@ -30,6 +27,7 @@ from ui.documents_view import (
     render_remove_prompt,
     render_uploads_off,
 )
+from ui.gradio_private import upload_folder
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,7 @@ class Upload:
 def received(files: object, upload_root: Path | None = None) -> list[Upload]:
     """The files of an upload event (Gradio's file data, not preprocessed, so the browser's file
     name is kept); a path outside Gradio's upload folder is never read."""
-    root = (upload_root or Path(get_upload_folder())).resolve()
+    root = (upload_root or upload_folder()).resolve()
     items = files if isinstance(files, (list, tuple)) else [files] if files else []
     uploads = []
     for item in items:

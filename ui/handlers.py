@@ -14,9 +14,7 @@ from collections.abc import Generator, Iterator, Sequence
 
 import gradio as gr
 
-from rag.errors import QuestionError, RagError
-from rag.pipeline import Rag
-from rag.types import Answer, Citation
+from rag import Answer, Citation, QuestionError, Rag, RagError, generator_is_parallel, resolve_generator
 from ui.rendering import (
     VIEWER_HINT,
     render_answer,
@@ -67,13 +65,11 @@ class ChatHandlers:
     def concurrent_answers(self) -> int:
         """How many answers the page works on at once: one for a local model (which reads one
         prompt at a time; Gradio's queue shows the others their place), else RAG_MAX_CONCURRENT."""
-        from rag import generation
-
         try:
-            resolved = generation.resolve_name(self.rag.settings.generator, self.rag.settings)
+            resolved = resolve_generator(self.rag.settings.generator, self.rag.settings)
         except RagError:
             return 1
-        return self.rag.settings.max_concurrent if generation.parallel(resolved) else 1
+        return self.rag.settings.max_concurrent if generator_is_parallel(resolved) else 1
 
     # -- asking --------------------------------------------------------------------------------
     def ask_api(self, question: str, generator: str = "", top_k: int = 0, mode: str = "") -> dict:

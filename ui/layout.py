@@ -6,8 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rag.config import Settings
-from rag.pipeline import Rag
+from rag import Rag, Settings
 from ui.documents import REMOVE_OUTPUTS, UPLOAD_OUTPUTS, DocumentHandlers
 from ui.documents_view import render_uploads_off, upload_help
 from ui.handlers import RESPOND_OUTPUTS, STOP_OUTPUTS, ChatHandlers
@@ -53,6 +52,15 @@ element.addEventListener('click', (event) => {
 """
 
 Components = dict[str, gr.components.Component]
+
+
+def sent(evt: gr.EventData, key: str) -> object:
+    """A value the page's script sent with an event (`trigger('click', {key: ...})`), read as
+    Gradio documents it (`evt.key`); None when the event carried no such value."""
+    try:
+        return getattr(evt, key)
+    except (AttributeError, TypeError):  # TypeError: an event sent with no data at all
+        return None
 
 
 def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
@@ -159,8 +167,7 @@ def _wire_chat(page: Components, handlers: ChatHandlers) -> None:
     )
 
     def open_citation(turn_list: list, evt: gr.EventData) -> str:
-        data = getattr(evt, "_data", None)
-        return handlers.open_citation(data.get("cite") if isinstance(data, dict) else None, turn_list)
+        return handlers.open_citation(sent(evt, "cite"), turn_list)
 
     def select_message(turn_list: list, evt: gr.SelectData) -> tuple[str, str]:
         return handlers.select_message(evt.index, turn_list)
@@ -224,8 +231,7 @@ def _wire_documents(demo: gr.Blocks, page: Components, docs: DocumentHandlers, h
         added.then(handlers.status_html, outputs=[status], **quiet)
 
     def ask_remove(evt: gr.EventData) -> tuple:
-        data = getattr(evt, "_data", None)
-        return docs.ask_remove(data.get("remove") if isinstance(data, dict) else None)
+        return docs.ask_remove(sent(evt, "remove"))
 
     confirm = [page["remove_pending"], page["remove_confirm"], page["remove_prompt"]]
     listing.click(ask_remove, outputs=confirm, api_visibility="private")

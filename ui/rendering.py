@@ -11,8 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from rag.reporting import describe_report, report_changes
-from rag.types import Answer, Citation, IndexReport, IndexStatus
+from rag import Answer, Citation, IndexReport, IndexStatus, describe_report, report_changes
 from ui.state import Activity, Turn
 
 CONTEXT_LINES = 3  # lines shown around a cited range in the passage viewer

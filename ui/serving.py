@@ -8,10 +8,8 @@ import threading
 
 from fastapi import FastAPI
 
-from rag.config import Settings
-from rag.errors import RagError
-from rag.lifecycle import shutdown, start_worker
-from rag.pipeline import Rag
+from rag import Rag, RagError, Settings, shutdown, start_worker
+from ui.gradio_private import event_queue
 from ui.idle import make_queue_sleep_when_idle
 from ui.layout import CSS, THEME, build_app
 from ui.state import Activity
@@ -64,7 +62,7 @@ def extra_routes(app: FastAPI, rag: Rag) -> None:
 
     Called once the server's FastAPI app exists and before `serve` reports the chat as running.
     """
-    from rag.openai_api import mount_openai_api
+    from rag import mount_openai_api  # the API module is loaded only when a server starts
 
     mount_openai_api(app, rag)
 
@@ -106,7 +104,7 @@ def serve(settings: Settings) -> None:
     try:
         _, local_url, _ = demo.launch(prevent_thread_lock=True, **launch_options(settings))
         extra_routes(demo.app, rag)
-        make_queue_sleep_when_idle(demo._queue)
+        make_queue_sleep_when_idle(event_queue(demo))
         print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
         # Joined at shutdown (rag.lifecycle): a model still loading is never freed under it.
         start_worker(_warm_up, rag, activity, name="rag-warm-up")

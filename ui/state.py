@@ -7,8 +7,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from rag.reporting import describe_report
-from rag.types import Citation, IndexReport
+from rag import Citation, IndexReport, describe_report
 
 log = logging.getLogger(__name__)
 
