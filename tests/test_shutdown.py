@@ -9,9 +9,13 @@ the interpreter's teardown while a background read is still inside a decode.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +54,12 @@ def product_env(root: Path, index: str = "index") -> dict[str, str]:
         "PYTHONPATH": str(REPO),
     })
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_many(run, count: int = RUNS) -> list:
@@ -126,3 +136,61 @@ def test_a_script_that_returns_while_a_background_read_runs_exits_cleanly(tmp_pa
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout == "answered\n"
         assert "Traceback" not in done.stderr and "Segmentation" not in done.stderr
+
+
+def interrupt(args: list[str], env: dict[str, str], cwd: Path, when: str) -> tuple[int, str, str]:
+    """Run `rag ARGS`, press Ctrl+C (SIGINT) once `when` has been printed; the exit status and
+    everything printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=cwd, bufsize=1)
+    printed: list[str] = []
+
+    def read(stream) -> None:
+        for line in stream:
+            printed.append(line)
+
+    readers = [threading.Thread(target=read, args=(s,), daemon=True) for s in (proc.stdout, proc.stderr)]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + 240
+    while when not in "".join(printed) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"finished before it could be interrupted: {''.join(printed)[-1000:]}"
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=60)
+    for r in readers:
+        r.join(timeout=5)
+    return code, "".join(printed), proc.args
+
+
+def test_ctrl_c_during_ask_with_the_local_model_exits_130_and_the_index_still_loads(tmp_path):
+    write_corpus(tmp_path / "seeds")
+    env = product_env(tmp_path) | {"RAG_LLM_MAX_TOKENS": "400", "RAG_RELEVANCE_FLOOR": "-1"}
+    code, printed, _ = interrupt(["ask", "Which cities stand on the Danube?"], env, tmp_path, when=" ")
+    assert code == 130 and "Traceback" not in printed, printed[-2000:]
+    status = subprocess.run([sys.executable, "-m", "rag.cli", "status"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    assert status.returncode == 0 and "documents" in status.stdout
+
+
+def test_ctrl_c_during_index_exits_130_and_the_previous_index_keeps_serving(tmp_path):
+    seeds = write_corpus(tmp_path / "seeds")
+    env = product_env(tmp_path)
+    env.pop("RAG_EMBEDDING_MODEL")  # the packaged model: slow enough to be interrupted mid-build
+    subprocess.run([sys.executable, "-m", "rag.cli", "index"], check=True, capture_output=True, env=env, cwd=tmp_path,
+                   timeout=300)
+    for i in range(150):
+        (seeds / f"extra-{i}.txt").write_text("\n".join(f"Line {j} of note {i} about rivers and bridges." for j in range(40)))
+    code, printed, _ = interrupt(["index", "--force"], env, tmp_path, when="full rebuild")
+    assert code == 130 and "Traceback" not in printed, printed[-2000:]
+    status = subprocess.run([sys.executable, "-m", "rag.cli", "status", "--json"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert '"documents":3' in status.stdout.replace(" ", "")  # the previous build, whole
+
+
+def test_ctrl_c_stops_the_server_with_status_0_and_no_traceback(tmp_path):
+    write_corpus(tmp_path / "seeds")
+    env = product_env(tmp_path) | {"RAG_PORT": str(free_port())}
+    code, printed, _ = interrupt(["serve"], env, tmp_path, when="Chat running on")
+    assert code == 0 and "Traceback" not in printed and "WARNING" not in printed, printed[-2000:]

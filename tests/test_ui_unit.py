@@ -380,7 +380,7 @@ def test_warm_up_readies_the_backend_without_answering(make_settings, in_tmp, sc
     rag.index()
 
     activity = Activity()
-    ui_serving._warm_up(rag, activity)
+    ui_serving._warm_up(rag, activity, threading.Event())
     assert created == [1] and scripted.requests == []
     assert activity.resolved("scripted") == "scripted" and activity.warming is None
 
@@ -391,7 +391,7 @@ def test_warm_up_readies_the_backend_without_answering(make_settings, in_tmp, sc
 def test_warm_up_without_an_index_builds_nothing(make_settings, in_tmp, scripted):
     write_corpus(in_tmp / "seeds")
     rag = Rag(make_settings(generator="scripted"))
-    ui_serving._warm_up(rag, Activity())
+    ui_serving._warm_up(rag, Activity(), threading.Event())
     assert not (in_tmp / "index").exists() or not any((in_tmp / "index").iterdir())
     assert scripted.requests == []
 

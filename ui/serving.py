@@ -74,7 +74,7 @@ def _watch_forever(rag: Rag, activity: Activity, stop: threading.Event) -> None:
         log.exception("live re-indexing stopped")
 
 
-def _warm_up(rag: Rag, activity: Activity) -> None:
+def _warm_up(rag: Rag, activity: Activity, stop: threading.Event) -> None:
     """Load the index, embedder and generator, and let a local model read the fixed start of its
     prompt, before the first question needs them; the page says so meanwhile."""
     selection = rag.settings.generator
@@ -82,7 +82,8 @@ def _warm_up(rag: Rag, activity: Activity) -> None:
     try:
         activity.resolve(selection, rag.warm_up(selection).name)
     except RagError as exc:
-        log.warning("warm-up: %s", exc)
+        if not stop.is_set():  # stopped by Ctrl+C while loading: nothing to report
+            log.warning("warm-up: %s", exc)
     except Exception:
         log.exception("warm-up failed")
     finally:
@@ -107,7 +108,7 @@ def serve(settings: Settings) -> None:
         make_queue_sleep_when_idle(event_queue(demo))
         print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
         # Joined at shutdown (rag.lifecycle): a model still loading is never freed under it.
-        start_worker(_warm_up, rag, activity, name="rag-warm-up")
+        start_worker(_warm_up, rag, activity, stop, name="rag-warm-up")
         demo.block_thread()  # returns on Ctrl+C
     finally:
         stop.set()

@@ -40,6 +40,7 @@ _lock = threading.Lock()
 _shared: dict[tuple, "Engine"] = {}
 _private: list["Engine"] = []
 _hooks: dict[str, object] = {}  # the C callbacks, kept alive for as long as llama.cpp may call them
+_aborting: set[int] = set()  # engines told to stop and not yet freed
 
 
 def configure(level: str) -> None:
@@ -65,8 +66,10 @@ def _install() -> None:
         pending.append(text.decode("utf-8", errors="replace"))
         if pending[-1].endswith("\n"):
             message, pending[:] = "".join(pending).rstrip(), []
-            if message and log.isEnabledFor(last[0]):
-                log.log(last[0], "%s", message)
+            # An aborted decode reports itself as an error: expected while closing, so debug then.
+            level = logging.DEBUG if _aborting and last[0] > logging.DEBUG else last[0]
+            if message and log.isEnabledFor(level):
+                log.log(level, "%s", message)
 
     if log.level == logging.NOTSET:
         configure("warning")
@@ -152,6 +155,7 @@ class Engine:
 
     def abort(self) -> None:
         """Make a decode in progress (and every later one) return at its next step."""
+        _aborting.add(id(self))
         self._flag[0] = b"\x01"
 
     @property
@@ -173,6 +177,7 @@ class Engine:
         with _lock:
             if self in _private:
                 _private.remove(self)
+        _aborting.discard(id(self))
         return True
 
     # -- prefix states (called with `use()` held) -----------------------------------------------
