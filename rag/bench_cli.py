@@ -32,23 +32,25 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 bench_app = typer.Typer(no_args_is_help=True, help="Run a benchmark; `rag bench NAME --help` lists its options.")
 
-# Taken when `rag` starts, before the CLI sets its library defaults (rag.cli.quiet_libraries): a
-# benchmark runs in the environment it was started in, as `python -m benchmarks.x` runs, so the way
-# it is started cannot change its figures.
+# Taken when `rag` starts, before the CLI sets its library defaults (rag.cli.quiet_libraries, e.g.
+# TOKENIZERS_PARALLELISM=false): a benchmark runs without them, as `python -m benchmarks.x` runs, so
+# the way it is started cannot change its figures.
 _STARTED_WITH = frozenset(os.environ)
 
 
 def run_benchmark(name: str, args: list[str]) -> int:
     """Run the benchmark called `name` with these command-line options; its exit status."""
     module = importlib.import_module(f"benchmarks.{BENCHMARKS[name][0]}")
+    saved_argv, saved_env = sys.argv, dict(os.environ)
     for key in set(os.environ) - _STARTED_WITH:
         del os.environ[key]
-    saved = sys.argv
     sys.argv = [f"rag bench {name}", *args]  # argparse names the command in usage lines after argv[0]
     try:
         return module.main(args) or 0
     finally:
-        sys.argv = saved
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def _add(name: str, summary: str) -> None:
