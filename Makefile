@@ -91,9 +91,9 @@ $(VENV)/.bench: $(VENV)/.installed
 	touch $@
 
 bench: $(VENV)/.bench models
-	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/rag bench index
 	for mode in dense bm25 hybrid; do $(BIN)/rag eval beir $(SHARED)/benchmarks/scifact --mode $$mode; done
-	$(BIN)/python benchmarks/bench_beir_reference.py
+	$(BIN)/rag bench beir-reference
 	$(BIN)/rag eval qa $(SHARED)/eval/seeds_qa_dev.jsonl --generator extractive --sweep-floor 0.15,0.2,0.22,0.25,0.3
 	$(BIN)/rag eval qa $(SHARED)/eval/seeds_qa_dev.jsonl --generator llamacpp
 	$(BIN)/rag eval qa $(CLAPNQ)/qa.jsonl --corpus $(CLAPNQ)/corpus.jsonl --generator extractive \
@@ -102,18 +102,18 @@ bench: $(VENV)/.bench models
 	  --answerable 20 --unanswerable 20
 	RAG_PROMPT_HIGHLIGHTS=false $(BIN)/rag eval qa $(CLAPNQ)/qa.jsonl --corpus $(CLAPNQ)/corpus.jsonl \
 	  --generator llamacpp --answerable 20 --unanswerable 0
-	$(BIN)/python benchmarks/bench_refusal_probability.py
+	$(BIN)/rag bench refusal-probability
 	$(BIN)/rag eval qa $(SHARED)/benchmarks/squad2/qa.jsonl --corpus $(SHARED)/benchmarks/squad2/corpus.jsonl \
 	  --generator extractive --titles report --sample 100 --seed 7
 	$(BIN)/rag eval qa $(SHARED)/benchmarks/hotpotqa/qa.jsonl --corpus $(SHARED)/benchmarks/hotpotqa/corpus.jsonl \
 	  --generator extractive
-	$(BIN)/python benchmarks/bench_multihop.py
-	$(BIN)/python benchmarks/bench_peers.py
-	$(BIN)/python benchmarks/bench_embedding_roofline.py --batch-sizes 8,32,128
-	$(BIN)/python benchmarks/bench_query.py
-	$(BIN)/python benchmarks/bench_load.py --generator extractive
-	$(BIN)/python benchmarks/bench_load_openai.py
-	$(BIN)/python benchmarks/bench_load.py --generator llamacpp --warmup 600 --duration 1200
+	$(BIN)/rag bench multihop
+	$(BIN)/rag bench peers
+	$(BIN)/rag bench embedding-roofline --batch-sizes 8,32,128
+	$(BIN)/rag bench query
+	$(BIN)/rag bench load --generator extractive
+	$(BIN)/rag bench load-openai
+	$(BIN)/rag bench load --generator llamacpp --warmup 600 --duration 1200
 
 # Fails on any known vulnerability. Offline, the vulnerability service cannot be reached and every
 # package is reported "not audited"; `make audit AUDIT_FLAGS=--strict` makes that a failure too.

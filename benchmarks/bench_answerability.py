@@ -1,8 +1,8 @@
 """The answerability decision on held-out questions: SQuAD 2.0's report half (its last 8 titles),
 a fixed random sample of 100 answerable and 100 unanswerable questions (seed 7), extractive backend.
 
-    .venv/bin/python benchmarks/bench_answerability.py                  # the tuned threshold
-    .venv/bin/python benchmarks/bench_answerability.py --threshold 0.25 0.3 --json
+    rag bench answerability                  # the tuned threshold
+    rag bench answerability --threshold 0.25 0.3 --json
 
 Each question is asked through the product (`Rag.ask`, extractive backend) for its answer; the
 decision is applied here, from the same retrieval and select stage output, so the figures do not
@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from tune_answerability import SQUAD, cases, open_rag
+from benchmarks.tune_answerability import SQUAD, cases, open_rag
 
 
 def run(size: int, seed: int) -> dict:

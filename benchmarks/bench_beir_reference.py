@@ -1,7 +1,7 @@
 """The published configuration, reproduced: whole documents, truncated by the model, no chunking.
 
-    python benchmarks/bench_beir_reference.py                 # SciFact test split
-    python benchmarks/bench_beir_reference.py --json
+    rag bench beir-reference                 # SciFact test split
+    rag bench beir-reference --json
 
 MTEB's all-MiniLM-L6-v2 figure on SciFact (nDCG@10 0.645, Recall@100 0.925) embeds each
 document as `title + " " + text`, which the model truncates at 256 word pieces. This script does
@@ -15,25 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "benchmarks" / "scifact"
+from benchmarks.common import SHARED
+
+SCIFACT = SHARED / "benchmarks" / "scifact"
 PUBLISHED = {"ndcg@10": 0.645, "recall@100": 0.925}  # MTEB, all-MiniLM-L6-v2 (benchmarks README)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, nargs="?", default=SCIFACT, help="BEIR folder")
     parser.add_argument("--split", default="test")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
     from rag.cli import quiet_libraries
 
     quiet_libraries()

@@ -1,9 +1,9 @@
 """The embedding stage against this machine's limit: measured chunks/s versus what the model's
 FLOPs and the CPU's measured matmul throughput allow.
 
-    python benchmarks/bench_embedding_roofline.py                    # 1,024 SciFact chunks, batch 32
-    python benchmarks/bench_embedding_roofline.py --batch-sizes 8,16,32,64,128 --json
-    python benchmarks/bench_embedding_roofline.py --backend onnx     # needs optimum[onnxruntime]
+    rag bench embedding-roofline                    # 1,024 SciFact chunks, batch 32
+    rag bench embedding-roofline --batch-sizes 8,16,32,64,128 --json
+    rag bench embedding-roofline --backend onnx     # needs optimum[onnxruntime]
 
 FLOPs are counted for the tokens really fed to the model: sentence-transformers sorts texts by
 length, cuts them into batches and pads each batch to its longest text, so a batch costs
@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "benchmarks" / "scifact" / "corpus.jsonl"
+from benchmarks.common import SHARED, cpu_model
+
+SCIFACT = SHARED / "benchmarks" / "scifact" / "corpus.jsonl"
 
 
 def matmul_gflops(threads: int, repeats: int = 5) -> dict[str, float]:
@@ -52,7 +50,6 @@ def matmul_gflops(threads: int, repeats: int = 5) -> dict[str, float]:
 
 def chunk_texts(limit: int, chunk_tokens: int, overlap: int, embedder) -> list[str]:
     """The first `limit` chunks of SciFact as the product chunks them (title, blank line, text)."""
-    sys.path.insert(0, str(REPO))
     from rag.chunking import Chunker
     from rag.evaluation.corpus import document_text
     from rag.types import Document
@@ -125,7 +122,7 @@ def load_model(backend: str, threads: int):
     return SentenceTransformer(path, device="cpu", backend="onnx")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=1024, help="How many SciFact chunks to embed.")
     parser.add_argument("--chunk-tokens", type=int, default=180)
@@ -134,9 +131,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
     from rag.embedding import get_embedder
 
     peak = matmul_gflops(args.threads)
@@ -168,7 +164,7 @@ def main() -> None:
             }
         )
     result = {
-        "machine": {"cpu": _cpu_model(), "threads": args.threads},
+        "machine": {"cpu": cpu_model(), "threads": args.threads},
         "backend": args.backend,
         "chunks": len(texts),
         "model": shape,
@@ -187,16 +183,6 @@ def main() -> None:
     for r in rows:
         print(f"{r['batch_size']:>6} {r['chunks_per_s']:>9} {r['bound_chunks_per_s']:>9} "
               f"{r['achieved_gflops']:>8} {r['ratio_to_matmul_limit']:>9.1%} {r['padding_share']:>8.1%}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Time to first token of the default local model on the seeds: the old prompt against the new.
 
-    .venv/bin/python benchmarks/bench_first_token.py            # markdown table
-    .venv/bin/python benchmarks/bench_first_token.py --json     # one JSON object
+    rag bench first-token            # markdown table
+    rag bench first-token --json     # one JSON object
 
 One run, one process, the machine to itself, the same questions (the answerable questions of the
 seeds dev set) for every prompt context (RAG_PROMPT_CONTEXT):
@@ -30,16 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEV_SET = ROOT.parent / "shared" / "eval" / "seeds_qa_dev.jsonl"
+from benchmarks.common import DEV_SET, NEAREST_RANK, ROOT, load_questions, percentile
+
 CONTEXTS = ("passages", "windowed", "corpus")
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_query import percentile  # noqa: E402
-
-
-def load_questions(path: Path) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r.get("sources")]
 
 
 def quality(answer, item: dict) -> dict:
@@ -81,9 +74,9 @@ def run_context(rag, context: str, questions: list[dict]) -> dict:
         "context": context,
         "questions": n,
         "corpus_state_build_s": state_seconds,
-        "ttft_p50_s": round(percentile(ttft, 50), 2),
-        "ttft_p95_s": round(percentile(ttft, 95), 2),
-        "total_p50_s": round(percentile(total, 50), 2),
+        "ttft_p50_s": round(percentile(ttft, 50, NEAREST_RANK), 2),
+        "ttft_p95_s": round(percentile(ttft, 95, NEAREST_RANK), 2),
+        "total_p50_s": round(percentile(total, 50, NEAREST_RANK), 2),
         "ttft_mean_s": round(statistics.fmean(ttft), 2),
         "gold_cited": round(sum(r["gold_cited"] for r in rows) / n, 2),
         "keyword_recall": round(sum(r["keyword_recall"] for r in rows) / n, 2),
@@ -133,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     rag = Rag(settings)
     rag.index()
-    questions = load_questions(DEV_SET)[: args.questions]
+    questions = [r for r in load_questions(DEV_SET) if r.get("sources")][: args.questions]
     results = [run_context(rag, c, questions) for c in args.contexts.split(",") if c]
     fresh = {}
     if args.fresh:

@@ -1,6 +1,6 @@
 """CPU used by an idle `rag serve` (no page open), with and without the idle queue, same run.
 
-    .venv/bin/python benchmarks/bench_idle.py [--seconds 30]
+    rag bench idle [--seconds 30]
 
 Starts the chat server twice on a copy of the seeds with the extractive backend: once as shipped
 (Gradio's queue sleeps when idle, ui/idle.py) and once with Gradio's default polling (1 ms), waits
@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, cpu_seconds, free_port
+
 LAUNCH = """
 import sys
 import ui.serving
@@ -31,17 +31,6 @@ from rag.cli import main
 sys.argv = ["rag", "serve"]
 main()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(variant: str, work: Path, seconds: float) -> dict:

@@ -1,7 +1,7 @@
 """Indexing throughput: a full build and a one-file-changed rebuild with the real embedding model.
 
-    python benchmarks/bench_index.py                      # seeds and SciFact
-    python benchmarks/bench_index.py --corpus seeds --json
+    rag bench index                      # seeds and SciFact
+    rag bench index --corpus seeds --json
 
 Each corpus is measured in a fresh child process, so its peak RSS is its own. Corpora are copied
 or written into a temporary folder: nothing is written into the repository.
@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -21,16 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SEEDS = REPO / "seeds"
-SCIFACT = REPO.parent / "shared" / "benchmarks" / "scifact" / "corpus.jsonl"
+from benchmarks.common import ROOT, SHARED, child_env, machine, peak_rss_mb
+
+SEEDS = ROOT / "seeds"
+SCIFACT = SHARED / "benchmarks" / "scifact" / "corpus.jsonl"
 CORPORA = ("seeds", "scifact")
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is in kilobytes on Linux, bytes on macOS; this process only (each corpus has its own).
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def prepare(corpus: str, folder: Path) -> int:
@@ -114,25 +107,8 @@ def measure(corpus: str) -> dict:
             "changed": one.changed,
         },
         "no_change": {"seconds": none.seconds, "wrote": none.wrote},
-        "peak_rss_mb": round(_peak_rss_mb(), 0),
+        "peak_rss_mb": round(peak_rss_mb(), 0),  # this process only: each corpus has its own
     }
-
-
-def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "ram_gb": mem_gb, "python": platform.python_version()}
 
 
 def table(results: list[dict]) -> str:
@@ -156,12 +132,12 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--worker", choices=CORPORA, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,10 +150,11 @@ def main() -> None:
     for corpus in corpora:
         print(f"measuring {corpus} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", corpus],
+            [sys.executable, "-m", "benchmarks.bench_index", "--worker", corpus],
             stdout=subprocess.PIPE,
             text=True,
             check=False,
+            env=child_env(),
         )
         if proc.returncode != 0:
             raise SystemExit(f"{corpus}: benchmark worker failed with exit code {proc.returncode}")

@@ -1,7 +1,7 @@
 """Bounded load test of the chat server: concurrent chat users against a real `rag serve`, loopback only.
 
-    .venv/bin/python benchmarks/bench_load.py --generator extractive        # human-readable summary
-    .venv/bin/python benchmarks/bench_load.py --generator llamacpp --json   # one JSON object
+    rag bench load --generator extractive        # human-readable summary
+    rag bench load --generator llamacpp --json   # one JSON object
 
 Starts `rag serve` on 127.0.0.1 over a copy of seeds/ in a temporary folder, then --clients threads,
 each one chat session of `gradio_client.Client`, ask the answerable questions of the seeds dev set
@@ -29,7 +29,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,8 +40,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEV_SET = ROOT.parent / "shared" / "eval" / "seeds_qa_dev.jsonl"
+from benchmarks.common import (DEV_SET, NEAREST_RANK, ROOT, anon_rss, cpu_seconds, free_port, load_questions, log,
+                               percentile, tree_rss)
+
 UNANSWERABLE = "Who won the 2022 FIFA World Cup?"  # used when the dev set has none
 RSS_GROWTH_LIMIT = 5.0  # percent
 RSS_WINDOW = 10.0  # seconds of samples whose median stands for "after warm-up" and "at the end"
@@ -54,17 +54,6 @@ _CARD = re.compile(
     r'(?P<unverified><span class="rag-unverified"[^>]*>.*?</span>)?<span class="rag-cite-quote">(?P<quote>.*?)</span>'
 )
 _LINES = re.compile(r"lines? (\d+)(?:–(\d+))?")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def squash(text: str) -> str:
@@ -80,9 +69,9 @@ class Question:
     unanswerable: bool = False
 
 
-def load_questions(path: Path) -> list[Question]:
+def dev_questions(path: Path) -> list[Question]:
     """The answerable questions of the dev set plus its first unanswerable one."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = load_questions(path)
     out = [
         Question(r["id"], r["question"], tuple(tuple(g) for g in r.get("keywords", [])))
         for r in rows if not r.get("unanswerable")
@@ -94,12 +83,6 @@ def load_questions(path: Path) -> list[Question]:
 
 
 # -- the server --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """`rag serve` on a free loopback port, in its own process group so it can always be ended."""
 
@@ -169,69 +152,6 @@ class Server:
             self.process.wait(timeout=5)
         except ProcessLookupError:
             pass
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (psutil if installed, else /proc)."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        total = 0
-        for proc in procs:
-            try:
-                total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    family, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == parent and p not in family]
-        family.update(children)
-        frontier += children
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for member in family:
-        try:
-            total += int(Path(f"/proc/{member}/statm").read_text().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-def anon_rss(pid: int) -> int:
-    """Resident anonymous bytes of one process (its heaps; mapped model files excluded)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- one request through the chat's send event ------------------------------------------------
@@ -555,20 +475,20 @@ class Run:
             "errors": len(errors),
             "error_samples": [f"{r.phase} {r.question}: {r.error}" for r in errors[:10]],
             "latency_s": {
-                "p50": round(percentile(latencies, 50), 3) if latencies else None,
-                "p95": round(percentile(latencies, 95), 3) if latencies else None,
+                "p50": round(percentile(latencies, 50, NEAREST_RANK), 3) if latencies else None,
+                "p95": round(percentile(latencies, 95, NEAREST_RANK), 3) if latencies else None,
                 "max": round(max(latencies), 3) if latencies else None,
                 "mean": round(sum(latencies) / len(latencies), 3) if latencies else None,
             },
             "answer_time_s": {  # the server's own time per answer, without the queue
-                "p50": round(percentile(own, 50), 3) if own else None,
-                "p95": round(percentile(own, 95), 3) if own else None,
+                "p50": round(percentile(own, 50, NEAREST_RANK), 3) if own else None,
+                "p95": round(percentile(own, 95, NEAREST_RANK), 3) if own else None,
                 "max": round(max(own), 3) if own else None,
             },
             "throughput_rps": round(len(ok) / span, 3) if span > 0 else None,
             "measured_span_s": round(span, 1),
             "warmup_requests": {"completed": len(warm),
-                                "p50_latency_s": round(percentile(warm, 50), 1) if warm else None,
+                                "p50_latency_s": round(percentile(warm, 50, NEAREST_RANK), 1) if warm else None,
                                 "max_latency_s": round(max(warm), 1) if warm else None},
             "answers": {
                 "refused": sum(r.refused for r in ok),
@@ -710,7 +630,6 @@ def main(argv: list[str] | None = None) -> int:
     if any(not key.startswith("RAG_") for key in extra):
         parser.error("--set takes RAG_NAME=VALUE")
 
-    sys.path.insert(0, str(ROOT))
     from rag.config import Settings
 
     def interrupted(signum, frame):  # a `kill` ends the run like Ctrl+C: the server is stopped too
@@ -722,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = Settings.model_fields["answer_deadline"].default
         args.timeout = max(600.0, (args.clients + 1) * deadline + 60)
 
-    questions = load_questions(args.dev_set)
+    questions = dev_questions(args.dev_set)
     model_path, model_note = choose_model(args.generator, args.model_path)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp:

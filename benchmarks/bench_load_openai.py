@@ -1,7 +1,7 @@
 """Load test of the OpenAI-compatible endpoint: concurrent `openai` clients against a real `rag serve`.
 
-    .venv/bin/python benchmarks/bench_load_openai.py                    # 8 clients, 120 s, extractive
-    .venv/bin/python benchmarks/bench_load_openai.py --stream on --json
+    rag bench load-openai                    # 8 clients, 120 s, extractive
+    rag bench load-openai --stream on --json
 
 Starts `rag serve` on 127.0.0.1 over a copy of seeds/ (the `Server` of bench_load.py), waits for
 its first index build, then --clients threads, each with its own `openai.OpenAI` client pointed
@@ -19,15 +19,14 @@ import argparse
 import json
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_load import (DEV_SET, ROOT, Question, Server, cpu_seconds, load_questions, log, machine_lines, percentile,
-                        squash)
+from benchmarks.bench_load import Question, Server, dev_questions, machine_lines, squash
+from benchmarks.common import DEV_SET, NEAREST_RANK, cpu_seconds, log, percentile
 
 
 @dataclass
@@ -149,7 +148,8 @@ def run(args, server: Server, questions: list[Question]) -> tuple[list[Result], 
 def _latency(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p95": None, "max": None}
-    return {"p50": round(percentile(values, 50), 3), "p95": round(percentile(values, 95), 3),
+    return {"p50": round(percentile(values, 50, NEAREST_RANK), 3),
+            "p95": round(percentile(values, 95, NEAREST_RANK), 3),
             "max": round(max(values), 3)}
 
 
@@ -222,14 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))
     from rag.config import Settings
 
     def interrupted(signum, frame):  # a `kill` ends the run like Ctrl+C: the server is stopped too
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
-    questions = load_questions(args.dev_set)
+    questions = dev_questions(args.dev_set)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_load_openai_") as tmp:
         server = Server(Path(tmp))

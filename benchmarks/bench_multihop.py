@@ -1,8 +1,8 @@
 """Multi-hop retrieval on HotpotQA: how often both gold paragraphs of a question are among the top
 k passages, with one retrieval and with a second hop fused with the first.
 
-    .venv/bin/python benchmarks/bench_multihop.py              # dense, bm25, hybrid at k = 5, 10, 20
-    .venv/bin/python benchmarks/bench_multihop.py --json       # also each question's figures
+    rag bench multihop              # dense, bm25, hybrid at k = 5, 10, 20
+    rag bench multihop --json       # also each question's figures
 
 The corpus (991 paragraphs, `<id>.txt` each) is indexed with the product's loader, chunker and
 index in ~/.cache/rag/eval/hotpotqa/ (the folder `rag eval qa --corpus` uses), and searched with
@@ -25,10 +25,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-HOTPOTQA = ROOT.parent / "shared" / "benchmarks" / "hotpotqa"
+from benchmarks.common import SHARED
+
+HOTPOTQA = SHARED / "benchmarks" / "hotpotqa"
 KS = (5, 10, 20)
 MODES = ("dense", "bm25", "hybrid")
 HOPS = ("title", "sentence", "passage")

@@ -1,7 +1,7 @@
 """Speed and memory against a LlamaIndex pipeline, on the same SciFact corpus, in one run.
 
-    python benchmarks/bench_peers.py                     # full SciFact corpus, 300 test queries
-    python benchmarks/bench_peers.py --docs 1000 --json  # a quicker, smaller run
+    rag bench peers                     # full SciFact corpus, 300 test queries
+    rag bench peers --docs 1000 --json  # a quicker, smaller run
 
 Both sides read the same folder of `<id>.txt` files (title, blank line, abstract), chunk at 180
 tokens with 30 overlap (our Chunker; LlamaIndex's SentenceSplitter with the same sizes, both
@@ -19,27 +19,20 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "benchmarks" / "scifact"
+from benchmarks.common import SHARED, child_env, cpu_model, peak_rss_mb, percentile
+
+SCIFACT = SHARED / "benchmarks" / "scifact"
 CHUNK_TOKENS, CHUNK_OVERLAP, BATCH, TOP_K, QUALITY_K = 180, 30, 32, 5, 30
 SIDES = ("ours", "llamaindex")
 
 
-def _peak_rss_mb() -> float:
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 def _queries(folder: Path, limit: int | None) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    sys.path.insert(0, str(REPO))
     from rag.evaluation.beir import load_beir
 
     data = load_beir(folder, "test")
@@ -55,10 +48,9 @@ def _latencies(search, queries: dict[str, str]) -> dict:
         t0 = time.perf_counter()
         search(text)
         times.append(time.perf_counter() - t0)
-    times.sort()
     return {
-        "p50_ms": round(statistics.median(times) * 1000, 2),
-        "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))] * 1000, 2),
+        "p50_ms": round(percentile(times, 50) * 1000, 2),  # the median
+        "p95_ms": round(percentile(times, 95, "nearest") * 1000, 2),
     }
 
 
@@ -77,7 +69,6 @@ def _first_docs(sources: list[str]) -> list[str]:
 
 
 def worker_ours(files: Path, queries: dict[str, str], qrels) -> dict:
-    sys.path.insert(0, str(REPO))
     from rag.cli import quiet_libraries
 
     quiet_libraries()
@@ -118,7 +109,7 @@ def worker_ours(files: Path, queries: dict[str, str], qrels) -> dict:
             "retrieval_dense": dense,
             "retrieval_hybrid": hybrid,
             "ndcg@10_dense": _ndcg(ranked, qrels),
-            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
         }
 
 
@@ -161,21 +152,11 @@ def worker_llamaindex(files: Path, queries: dict[str, str], qrels) -> dict:
         "index_build_s": round(build_s, 2),
         "retrieval_dense": dense,
         "ndcg@10_dense": _ndcg(ranked, qrels),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--beir", type=Path, default=SCIFACT, help="BEIR folder (default: SciFact)")
     parser.add_argument("--docs", type=int, default=None, help="Use only the first N documents.")
@@ -183,7 +164,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--files", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     queries, qrels = _queries(args.beir, args.queries)
     if args.worker:
@@ -191,7 +172,6 @@ def main() -> None:
         print(json.dumps(fn(args.files, queries, qrels)), flush=True)
         return
 
-    sys.path.insert(0, str(REPO))
     from rag.evaluation.corpus import write_corpus
 
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
@@ -208,11 +188,12 @@ def main() -> None:
         names = write_corpus(corpus_path, files)
         results = {}
         for side in SIDES:
-            cmd = [sys.executable, __file__, "--worker", side, "--files", str(files), "--beir", str(args.beir)]
+            cmd = [sys.executable, "-m", "benchmarks.bench_peers", "--worker", side, "--files", str(files),
+                   "--beir", str(args.beir)]
             if args.queries:
                 cmd += ["--queries", str(args.queries)]
             started = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=child_env())
             if done.returncode != 0:
                 sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
             results[side] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -227,7 +208,7 @@ def main() -> None:
         "peak_rss_mb": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
     }
     summary = {
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "documents": len(names),
         "queries": len(queries),
         "ours": ours,

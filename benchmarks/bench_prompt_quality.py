@@ -1,7 +1,7 @@
 """Answer quality of the local model per prompt context, side by side in one run, same questions.
 
-    .venv/bin/python benchmarks/bench_prompt_quality.py                 # markdown table
-    .venv/bin/python benchmarks/bench_prompt_quality.py --json --sets seeds,clapnq
+    rag bench prompt-quality                 # markdown table
+    rag bench prompt-quality --json --sets seeds,clapnq
 
 For each question set the same `rag eval qa` command (default local model, default settings) runs
 once per RAG_PROMPT_CONTEXT, one after the other, so the old prompt (`passages`: the retrieved
@@ -24,10 +24,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from benchmarks.common import SHARED
+
 RAG = [sys.executable, "-c", "import sys; from rag.cli import main; sys.exit(main())"]
 SETS = {
     "seeds": [str(SHARED / "eval" / "seeds_qa_dev.jsonl")],

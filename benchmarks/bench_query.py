@@ -1,7 +1,7 @@
 """Query-time latency: retrieval per mode, and time to first token / total per answer per backend.
 
-    .venv/bin/python benchmarks/bench_query.py            # markdown table
-    .venv/bin/python benchmarks/bench_query.py --json     # one JSON object
+    rag bench query            # markdown table
+    rag bench query --json     # one JSON object
 
 Retrieval runs the questions of the seeds dev set (repeated to --queries) through Rag.retrieve on
 an index of the seeds folder with the real default embedding model (query embedding included).
@@ -16,26 +16,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEV_SET = ROOT.parent / "shared" / "eval" / "seeds_qa_dev.jsonl"
+from benchmarks.common import DEV_SET, NEAREST_RANK, ROOT, load_questions, percentile
+
 MODES = ("dense", "bm25", "hybrid")
 BACKENDS = ("extractive", "llamacpp-qwen", "llamacpp-smollm2")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def load_questions(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def bench_retrieval(rag, questions: list[str], total: int) -> dict[str, dict]:
@@ -52,8 +40,8 @@ def bench_retrieval(rag, questions: list[str], total: int) -> dict[str, dict]:
             times.append(time.perf_counter() - t)
         out[mode] = {
             "queries": len(times),
-            "p50_ms": round(percentile(times, 50) * 1000, 2),
-            "p95_ms": round(percentile(times, 95) * 1000, 2),
+            "p50_ms": round(percentile(times, 50, NEAREST_RANK) * 1000, 2),
+            "p95_ms": round(percentile(times, 95, NEAREST_RANK) * 1000, 2),
             "mean_ms": round(statistics.fmean(times) * 1000, 2),
         }
     return out
@@ -81,9 +69,9 @@ def bench_answers(rag, generator: str, questions: list[str]) -> dict:
     return {
         "answers": len(questions),
         "load_s": round(load_seconds, 2),
-        "ttft_p50_s": round(percentile(ttft, 50), 3),
+        "ttft_p50_s": round(percentile(ttft, 50, NEAREST_RANK), 3),
         "ttft_max_s": round(max(ttft), 3),
-        "total_p50_s": round(percentile(totals, 50), 3),
+        "total_p50_s": round(percentile(totals, 50, NEAREST_RANK), 3),
         "total_max_s": round(max(totals), 3),
         "pieces_per_s": round(sum(pieces) / sum(t - f for t, f in zip(totals, ttft)), 1)
         if sum(t - f for t, f in zip(totals, ttft)) > 0 else None,
@@ -105,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.path.insert(0, str(ROOT))
     from rag.cli import quiet_libraries
     from rag.config import DEFAULT_EMBEDDING_MODEL, Settings
     from rag.embedding import get_embedder

@@ -1,7 +1,7 @@
 """How fast the local model reads a prompt on this machine, by llama.cpp setting and quantization.
 
-    .venv/bin/python benchmarks/bench_reading.py           # markdown table
-    .venv/bin/python benchmarks/bench_reading.py --json
+    rag bench reading           # markdown table
+    rag bench reading --json
 
 Reads the same ~600-token prompt (seeds text) from an empty context, three times per setting,
 and reports prompt tokens per second (median) and the time to read 300 tokens, for: threads
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT
 
 
 def q4_0_copy(source: Path) -> Path:

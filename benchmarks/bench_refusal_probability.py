@@ -1,8 +1,8 @@
 """How sure the local model is that it should refuse: the probability it gives to opening its
 answer with the refusal sentence, per question, on answerable and unanswerable questions.
 
-    .venv/bin/python benchmarks/bench_refusal_probability.py                      # ClapNQ 25 + 25, seeds set
-    .venv/bin/python benchmarks/bench_refusal_probability.py --skip 25 --json     # the next 25 + 25
+    rag bench refusal-probability                      # ClapNQ 25 + 25, seeds set
+    rag bench refusal-probability --skip 25 --json     # the next 25 + 25
 
 Each question goes through the product's own retrieval and prompt (`Rag.request_for`); one token is
 generated. Questions under the relevance floor are refused before any model call and are left out.
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from benchmarks.common import ROOT, SHARED
+
 THRESHOLDS = (0.02, 0.03, 0.05, 0.1, 0.2)
 
 

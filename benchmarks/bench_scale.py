@@ -1,9 +1,9 @@
 """Vector search at scale: FAISS flat, HNSW and IVF against pgvector HNSW, side by side, in one run.
 
-    python benchmarks/bench_scale.py --quick              # 50k vectors, about 3 minutes
-    nice -n 19 python benchmarks/bench_scale.py --ef-construction 80 --ndcg --json scale.json
-                                                          # 1M vectors (docs/BENCHMARKS.md, "Scale")
-    python benchmarks/bench_scale.py --n 1000000 --pg-n 250000 --json scale.json
+    rag bench scale --quick              # 50k vectors, about 3 minutes
+    nice -n 19 rag bench scale --ef-construction 80 --ndcg --json scale.json
+                                         # 1M vectors (docs/BENCHMARKS.md, "Scale")
+    rag bench scale --n 1000000 --pg-n 250000 --json scale.json
 
 The vectors follow the distribution of real chunk embeddings. SciFact is chunked the way the
 product chunks (180 tokens, 30 overlap) and embedded with the packaged all-MiniLM-L6-v2; those
@@ -36,11 +36,9 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import pwd
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -51,27 +49,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SCIFACT = REPO.parent / "shared" / "benchmarks" / "scifact"
+from benchmarks.common import SHARED, free_port, log, machine as machine_info, percentile, rss_mb
+
+SCIFACT = SHARED / "benchmarks" / "scifact"
 MIX_WEIGHT = 0.5
 NOISE = 0.5
 K = 10
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def rss_mb() -> float:
-    """This process's resident memory now (VmRSS), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 # --- the real vectors: SciFact chunks and queries, embedded once and cached -------------------
@@ -321,12 +304,6 @@ def pg_install() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def local_postgres(options: dict[str, str]) -> Iterator[dict]:
     """A throwaway PostgreSQL server: initdb in a temp folder, start, yield connection info, stop."""
@@ -549,19 +526,10 @@ def _scifact_stores(sci: dict, args) -> Iterator[tuple[str, object]]:
 
 
 def machine() -> dict:
-    model = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     import faiss
 
     return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
+        **machine_info(),
         "faiss": faiss.__version__,
         "numpy": np.__version__,
         "nice": os.nice(0),
@@ -587,7 +555,7 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="base vectors (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="50,000 vectors, 300 real + 200 held-out queries")
@@ -612,7 +580,7 @@ def main() -> None:
     parser.add_argument("--ndcg-vector-type", choices=["vector", "halfvec"], default="vector")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the whole report to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.n = 50_000 if args.n == parser.get_default("n") else args.n
         args.queries = args.queries or 300
@@ -636,7 +604,7 @@ def main() -> None:
 
     report: dict = {
         "machine": machine(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(["rag", "bench", "scale", *(sys.argv[1:] if argv is None else argv)]),
         "n": args.n,
         "dimension": int(base.shape[1]),
         "real_vectors": len(real),

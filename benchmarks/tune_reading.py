@@ -1,7 +1,7 @@
 """Fit how the model's reading joins the answerability score, on tune data only.
 
-    .venv/bin/python benchmarks/tune_reading.py                    # local model, windowed prompt
-    .venv/bin/python benchmarks/tune_reading.py --squad 80 --clapnq 30 --json    # a larger sample
+    rag bench tune-reading                    # local model, windowed prompt
+    rag bench tune-reading --squad 80 --clapnq 30 --json    # a larger sample
 
 The reading (rag/judge.py) is the answering model's share of "yes" when asked, in one short pass,
 whether the passages it was given state the answer. For a seeded sample of SQuAD 2.0's tune half
@@ -26,10 +26,10 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
-from tune_answerability import CLAPNQ, SQUAD, auc, cases, fit, open_rag
+
+from benchmarks.tune_answerability import CLAPNQ, SQUAD, auc, cases, fit, open_rag
 
 
 def readings(rag, gen, items, name: str) -> list[dict]:
@@ -134,5 +134,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rag.bench_cli import bench_app
 from rag.cli_options import GeneratorName, IndexDir, Json, Mode, Seeds, TopK
 from rag.cli_options import settings as _settings
 from rag.errors import RagError
@@ -285,6 +286,7 @@ def main() -> None:
 
 
 app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
 
 if __name__ == "__main__":
     main()

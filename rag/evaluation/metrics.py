@@ -6,7 +6,6 @@ the input, e.g. precision of an answer that cites nothing), so each is testable 
 
 from __future__ import annotations
 
-import math
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
@@ -90,14 +89,13 @@ def mean(values: Iterable[float | None]) -> float | None:
     return sum(defined) / len(defined) if defined else None
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0-100) with linear interpolation, like numpy's default."""
-    if not values:
+def percentile(values: Sequence[float], q: float, *, method: str = "linear") -> float | None:
+    """The q-th percentile (0-100) by numpy (linear interpolation unless another `method`); None for no values."""
+    if len(values) == 0:
         return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    import numpy as np  # imported when used, as ranx is below: the other metrics are plain Python
+
+    return float(np.percentile(np.asarray(values, dtype=float), q, method=method))
 
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
