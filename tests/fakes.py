@@ -90,13 +90,14 @@ def unregister(name: str) -> None:
 def standing_in(name: str, factory) -> Iterator[None]:
     """Register `factory` under a built-in backend's name for a while, then put the built-in back."""
     saved = generation.registered(name)
-    generation.register(name, factory)
+    roles = dict(parallel=saved.parallel, local=saved.local, fallback=saved.fallback) if saved else {}
+    generation.register(name, factory, **roles)  # the stand-in plays the built-in's roles
     try:
         yield
     finally:
         generation.unregister(name)
         if saved is not None:
-            generation.register(name, saved[0], parallel=saved[1])
+            generation.register(name, saved.factory, prepare=saved.prepare, **roles)
 
 
 @pytest.fixture

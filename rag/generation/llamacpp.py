@@ -43,6 +43,16 @@ def model_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def load_weights(settings: Settings) -> None:
+    """Load the model of `settings` into this process now (the generator made later finds it)."""
+    from rag.models import resolve_llm_path
+
+    llama_engine.configure(settings.log_level)
+    llama_engine.load(resolve_llm_path(settings.llm_model_path), n_ctx=settings.llm_context_tokens,
+                      n_threads=settings.llm_threads or usable_cpus(), n_batch=settings.llm_batch_tokens,
+                      flash_attn=settings.llm_flash_attn)
+
+
 class LlamaCppGenerator:
     """A GGUF model loaded once per process (its engine serialises calls: a context is not
     thread-safe)."""

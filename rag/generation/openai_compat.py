@@ -15,6 +15,7 @@ class OpenAIGenerator:
     """Streams chat completions; the API key is a SecretStr and never appears in messages."""
 
     name = "openai"
+    reads_cheaply = False  # a reading is one more paid request: asked only with RAG_ANSWERABILITY_READER=model
 
     def __init__(
         self,

@@ -1,0 +1,111 @@
+"""Plan stage: what the model reads for one question, and the saved corpus state's life.
+
+By RAG_PROMPT_CONTEXT the model reads: the whole corpus, already read once per index build and
+its key/value state saved (a model with a prefix cache, a corpus that fits its context); the best
+sentences with their neighbours (windowed); or the retrieved passages whole. `auto` picks by what
+reading costs the backend: the corpus, else windowed, for a model that keeps what it reads (the
+local model); passages for an endpoint (which reads a thousand tokens in a blink).
+
+The corpus state is built here too: started in the background the first time a question (or
+the warm-up) finds it missing, loaded ahead of the first question when it is saved, superseded
+by the next build's, and abandoned when the planner closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from rag.config import Settings
+from rag.corpus_cache import CorpusCache, corpus_request, vectors_path
+from rag.embedding import Embedder
+from rag.excerpts import excerpts
+from rag.generation import abilities
+from rag.generation.base import Generator, PrefixCache
+from rag.index_handle import IndexHandle
+from rag.prompting import SYSTEM_PROMPT, build_request
+from rag.selection import prime, select
+from rag.types import Chunk, Frozen, GenerationRequest, Hit, Selection
+
+Context = Literal["corpus", "windowed", "passages"]
+
+
+class ContextPlan(Frozen):
+    """What the model will read for one question, and which kind of context that is."""
+
+    context: Context
+    request: GenerationRequest
+
+    @property
+    def status(self) -> str:
+        """What the reader of the stream is told before the first word."""
+        passages = self.request.passages
+        sources = len({h.chunk.source for h in passages})
+        return f"reading {len(passages)} passages from {sources} file{'s' * (sources != 1)}"
+
+
+class ContextPlanner:
+    """Chooses each question's context; owns the saved corpus states of the index folder."""
+
+    def __init__(self, settings: Settings, handle: IndexHandle, embedder: Callable[[], Embedder]) -> None:
+        self.settings = settings
+        self.handle = handle
+        self._embedder = embedder
+        self.cache = CorpusCache(settings.index_dir)
+
+    def plan(self, question: str, hits: list[Hit], gen: Generator, selection: Selection | None = None) -> ContextPlan:
+        """The request `gen` is given for `question`, fitted to its context window."""
+        s = self.settings
+        selection = selection or select(question, hits, self._embedder())
+        model = abilities.prefix_cache(gen)
+        corpus = self._corpus(model)
+        if corpus is not None and model is not None:
+            build, chunks = corpus
+            state = self.cache.ready(build, model.fingerprint)
+            if state is not None:
+                return ContextPlan(context="corpus", request=corpus_request(
+                    question, hits, selection.key, chunks, state, max_tokens=s.llm_max_tokens,
+                    temperature=s.llm_temperature))
+            self.cache.build_in_background(build, model.fingerprint, chunks, model.private_copy)
+        context = s.prompt_context
+        if context in ("auto", "corpus"):
+            context = "windowed" if model is not None else "passages"
+        passages, key, shown = hits, selection.key, s.prompt_highlights
+        if context == "windowed" and selection.ranked:
+            passages, key = excerpts(selection, hits, budget=s.prompt_budget_tokens, neighbours=s.prompt_window)
+            shown = False  # the excerpts are the best sentences already
+        request = build_request(question, passages, context_tokens=gen.context_tokens, max_tokens=s.llm_max_tokens,
+                                temperature=s.llm_temperature, highlights=key, show_highlights=shown)
+        return ContextPlan(context="windowed" if context == "windowed" and selection.ranked else "passages",
+                           request=request)
+
+    def _corpus(self, model: PrefixCache | None) -> tuple[str, list[Chunk]] | None:
+        """This build and its chunks, when the corpus prompt applies: asked for (auto, corpus), a
+        model that keeps what it read, and a corpus that fits its context with a question."""
+        if self.settings.prompt_context not in ("auto", "corpus") or model is None or not self.handle.loaded:
+            return None
+        chunks, build = self.handle.chunks(), self.handle.build
+        context_tokens = model.context_tokens  # type: ignore[attr-defined]
+        if not chunks or not self.cache.fits(build, chunks, context_tokens, self.settings.llm_max_tokens):
+            return None
+        return build, chunks
+
+    def prepare(self, gen: Generator) -> None:
+        """Ahead of the first question: every sentence's vector at hand and the saved corpus
+        state loaded (or started in the background when missing); else the system prompt read."""
+        model = abilities.prefix_cache(gen)
+        corpus = self._corpus(model)
+        if corpus is not None and model is not None:
+            build, chunks = corpus
+            embedder = self._embedder()
+            prime(chunks, embedder, vectors_path(self.settings.index_dir, build, embedder.model_id))
+            state = self.cache.ready(build, model.fingerprint)
+            if state is not None:
+                model.preload(state)
+                return
+            self.cache.build_in_background(build, model.fingerprint, chunks, model.private_copy)
+        abilities.warm(gen, SYSTEM_PROMPT)
+
+    def close(self) -> None:
+        """Abandon a corpus state being read (joined) and start no other."""
+        self.cache.close()
