@@ -161,6 +161,7 @@ def supported(claims: list[str], passages: list[Hit], embedder: Embedder) -> lis
     support = Support.of(passages, embedder)
     return support.backs(claims) if support is not None and claims else [False] * len(claims)
 
+
 def _with_marker(sentence: str, marker: int) -> str:
     """The sentence with its markers replaced by one, where the model put its first one: after
     the full stop or before it."""
@@ -257,6 +258,7 @@ def _citing(marked: MarkedText, marker: int) -> str:
 def claims_for(text: str, marker: int) -> str:
     """The answer sentences that carry a given marker."""
     return _citing(_marked(text), marker)
+
 
 def best_quote(hit: Hit, claim: str) -> tuple[str, int, int]:
     """The sentence of the passage closest to the claim (by shared terms), with its line span."""

@@ -45,7 +45,8 @@ def test_the_passages_sentences_are_embedded_once_per_answer(monkeypatch):
     assert embedded["Tencent and Baidu carve their own path ."] == 1
     # The next answer over the same passages finds their sentences in the embedder's cache.
     embedder.calls.clear()
-    assemble(draft("Alibaba, Tencent and Baidu carve their own path [2]."), read_document=FILES.get, embedder=embedder)
+    complete = "Alibaba, Tencent and Baidu carve their own path [2]."
+    assemble(draft(complete), read_document=FILES.get, embedder=embedder)
     assert not set(passage_sentences()) & {t for batch in embedder.calls for t in batch}
 
 
