@@ -4,18 +4,22 @@ Like Haystack's AnswerBuilder: one function over one typed draft. Markers out of
 dropped; a model's answer without markers is attributed to the passages that support it; a
 model's markers on a passage that does not hold the claim are re-pointed; a model's draft that
 falls below the key sentences it was given is completed or replaced (rag.draft_check).
+
+The markers are parsed once into a MarkedText that every step reads, and again only when a step
+rewrote the text; how well the passages support each claim is one table for the answer, so the
+passages' sentences are embedded once however many steps compare with them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from rag.citations import attribute, build_citations, correct_markers, parse_markers
-from rag.draft_check import check_draft
+from rag.citations import Support, attribute_claims, cite, parse, repoint_markers
+from rag.draft_check import check
 from rag.embedding import Embedder
 from rag.refusal import REFUSAL, is_refusal
 from rag.text import without_repeats
-from rag.types import Answer, Draft
+from rag.types import Answer, Draft, MarkedText
 
 
 def assemble(
@@ -26,31 +30,33 @@ def assemble(
 ) -> Answer:
     """The Answer for a draft: its text with valid markers, and one verified citation each."""
     numbered = draft.passages
-    text, markers = parse_markers(draft.raw, len(numbered))
-    refused = is_refusal(text) or not text.strip()
+    support = Support.of(numbered, embedder)  # embeds nothing until a step compares
+
+    def reparsed(text: str) -> MarkedText:
+        return marked if text == marked.text else parse(text, len(numbered))
+
+    marked = parse(draft.raw, len(numbered))
+    refused = is_refusal(marked.text) or not marked.text.strip()
     if refused:
-        text, markers = REFUSAL, []
-    elif not markers:
-        text, markers = parse_markers(attribute(text, numbered, embedder), len(numbered))
+        marked = MarkedText(text=REFUSAL)
+    elif not marked.markers:
+        marked = reparsed(attribute_claims(marked, support))
     elif not draft.trust_markers:
-        text, markers = parse_markers(correct_markers(text, numbered, embedder), len(numbered))
+        marked = reparsed(repoint_markers(marked, support))
     if not refused and not draft.trust_markers:
         # A model's loop is cut: a sentence repeated word for word (once its markers point where
         # the claim is, so "[18] says X. [19] says X." citing one passage is a repeat) is said once.
-        once = without_repeats(text)
-        if once != text:
-            text, markers = parse_markers(once, len(numbered))
+        marked = reparsed(without_repeats(marked.text))
     notes = list(draft.notes)
     if not refused and not draft.trust_markers and draft.key:
         # A model's draft, checked against the select stage's key sentences (rag.draft_check).
-        checked = check_draft(draft.standalone, text, draft.key, numbered, embedder)
-        if checked.text != text:
-            text, markers = parse_markers(checked.text, len(numbered))
+        checked = check(draft.standalone, marked.text, draft.key, numbered, support)
+        marked = reparsed(checked.text)
         notes += checked.notes
     return Answer(
         question=draft.question,
-        text=text,
-        citations=build_citations(text, markers, numbered, read_document),
+        text=marked.text,
+        citations=cite(marked, numbered, read_document),
         passages=draft.hits,
         refused=refused,
         generator=draft.generator,

@@ -45,6 +45,14 @@ def count_tokens(text: str) -> int:
     return len(get_encoding().encode(text, disallowed_special=()))
 
 
+def line_span(chunk: Chunk, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """The (first, last) lines of the file that chunk.text[start:end] spans (the whole text by
+    default), 1-based and inclusive: what an excerpt, a truncated passage or a quote is labelled."""
+    end = len(chunk.text) if end is None else end
+    first = chunk.start_line + chunk.text.count("\n", 0, start)
+    return first, first + chunk.text.count("\n", start, end)
+
+
 def embedding_text(chunk: Chunk) -> str:
     """What is embedded and searched for a chunk: its header as context above its text."""
     return _with_header(chunk.header, chunk.text)

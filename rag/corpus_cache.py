@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rag import lifecycle
 from rag.chunking import count_tokens
-from rag.prompting import SYSTEM_PROMPT, format_passage
+from rag.prompting import ANSWER_INSTRUCTION, SYSTEM_PROMPT, format_passage
 from rag.types import Chunk, GenerationRequest, Highlight, Hit, Message
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def corpus_user_message(question: str, hints: list[int], key: list[tuple[int, st
     if shown:
         lines.append("Most relevant sentences: " + " ".join(f"{sentence} [{n}]" for n, sentence in shown))
     lines.append(f"Question: {question}")
-    lines.append("Answer from the passages above, ending each sentence with its passage number like [1]:")
+    lines.append(ANSWER_INSTRUCTION)
     return "\n\n".join(lines[:-2] + ["\n".join(lines[-2:])])
 
 

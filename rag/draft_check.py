@@ -5,7 +5,8 @@ three, or writes sentences no passage supports. The extractive answer (the key s
 their markers) is the floor; a draft that falls below it by these checks is completed from the
 documents' own words, or replaced by them, and the answer says so.
 
-Pure functions over typed values; the assemble stage calls `check_draft` for drafts a model wrote.
+Pure functions over typed values; the assemble stage calls `check` for drafts a model wrote, with
+its answer's support table (rag.citations.Support), which marker correction read before it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 
 from pydantic import Field
 
-from rag.citations import MARKER, supported
+from rag.citations import MARKER, Support
 from rag.embedding import Embedder
 from rag.text import STOPWORDS, sentences, terms
 from rag.types import Frozen, Highlight, Hit
@@ -275,15 +276,18 @@ def _complete(question: str, draft: str, key: list[Highlight], passages: list[Hi
     return DraftCheck(text=_append(draft, line), added=added, notes=[ADDED_NOTE])
 
 
-def unsupported_share(draft: str, passages: list[Hit], embedder: Embedder) -> float:
-    """The share of the draft's sentences (those with content words) no numbered passage supports."""
+def unsupported_share(draft: str, support: Support) -> float:
+    """The share of the draft's sentences (those with content words) no numbered passage supports.
+
+    Its sentences are those of the text with its markers blanked: a full stop with a marker glued
+    to it ("... in 1918.[1] Hekla ...") ends a sentence here, as this check has always counted.
+    """
     plain = MARKER.sub(" ", draft)
     claims = [plain[s:e].strip() for s, e in sentences(plain)]
     claims = [c for c in claims if terms(c)]
-    if not claims or not passages:
+    if not claims:
         return 0.0
-    backed = supported(claims, passages, embedder)
-    return 1 - sum(backed) / len(claims)
+    return 1 - sum(support.backs(claims)) / len(claims)
 
 
 def check_draft(
@@ -293,11 +297,22 @@ def check_draft(
     passages: list[Hit],
     embedder: Embedder | None,
 ) -> DraftCheck:
+    """`check` for one draft on its own."""
+    return check(question, draft, key, passages, Support.of(passages, embedder))
+
+
+def check(
+    question: str,
+    draft: str,
+    key: list[Highlight],
+    passages: list[Hit],
+    support: Support | None,
+) -> DraftCheck:
     """The draft, replaced by the key sentences when most of it is unsupported, or completed
     with the names of the key sentences it leaves out; unchanged when it passes."""
     if not key:
         return DraftCheck(text=draft)
-    if embedder is not None and unsupported_share(draft, passages, embedder) > UNSUPPORTED_SHARE:
+    if support is not None and unsupported_share(draft, support) > UNSUPPORTED_SHARE:
         text = " ".join(f"{h.sentence} [{h.marker}]" for h in key)
         return DraftCheck(text=text, added=[h.sentence for h in key], replaced=True, notes=[REPLACED_NOTE])
     return _complete(question, draft, key, passages)

@@ -9,7 +9,7 @@ so a `[n]` marker on it still maps to exact, verifiable lines of the file.
 
 from __future__ import annotations
 
-from rag.chunking import count_tokens, rehead
+from rag.chunking import count_tokens, line_span, rehead
 from rag.text import sentences
 from rag.types import Highlight, Hit, Selection
 
@@ -20,14 +20,14 @@ def slice_hit(hit: Hit, start: int, end: int) -> Hit:
     nearest heading line at or above the slice, when the chunk holds one)."""
     chunk = hit.chunk
     text = chunk.text[start:end].rstrip()
-    first_line = chunk.start_line + chunk.text.count("\n", 0, start)
+    first_line, last_line = line_span(chunk, start, start + len(text))
     narrowed = chunk.model_copy(
         update={
             "text": text,
             "start_char": chunk.start_char + start,
             "end_char": chunk.start_char + start + len(text),
             "start_line": first_line,
-            "end_line": first_line + text.count("\n"),
+            "end_line": last_line,
             "tokens": count_tokens(text),
             "header": rehead(chunk.header, chunk.text, start),
         }

@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
+from rag.prompting import ANSWER_INSTRUCTION
 from rag.types import GenerationRequest, Message
 
 JUDGE_INSTRUCTION = "Do the passages above state the answer to this question? Reply with one word, yes or no:"
@@ -28,7 +29,10 @@ _VERDICT = re.compile(r'"answered"\s*:\s*(true|false)', re.IGNORECASE)
 
 def _swap_instruction(request: GenerationRequest, instruction: str, max_tokens: int) -> GenerationRequest:
     last = request.messages[-1]
-    head = last.content.rsplit("\n", 1)[0] if "\n" in last.content else last.content
+    if last.content.endswith(f"\n{ANSWER_INSTRUCTION}"):
+        head = last.content[: -len(ANSWER_INSTRUCTION) - 1]  # everything before it, byte for byte
+    else:  # a request written elsewhere: its last line is taken for the instruction
+        head = last.content.rsplit("\n", 1)[0]
     messages = [*request.messages[:-1], Message(role=last.role, content=f"{head}\n{instruction}")]
     return request.model_copy(update={"messages": messages, "max_tokens": max_tokens, "temperature": 0.0})
 

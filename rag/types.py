@@ -136,6 +136,26 @@ class Draft(Frozen):
     timings: Timings = Field(default_factory=Timings)
 
 
+class Claim(Frozen):
+    """One sentence of an answer and the `[n]` markers it carries (rag.citations.parse)."""
+
+    start: int  # where it starts in the answer (the first one: at any markers written before it)
+    end: int  # where it ends, markers written after its full stop included
+    sentence: str  # as written, with the markers inside it, without those before or after it
+    text: str  # the sentence without markers: what is compared with the passages
+    markers: tuple[int, ...] = ()  # inside it or written after its full stop, in order
+    opening: tuple[int, ...] = ()  # written before the answer's first sentence (the first claim's)
+
+
+class MarkedText(Frozen):
+    """An answer's text with its `[n]` markers parsed: each claim with its markers, and the valid
+    markers in order of first appearance (what the citations follow)."""
+
+    text: str
+    markers: list[int] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)
+
+
 class Answer(Frozen):
     """What `ask()` returns."""
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from rag.chunking import count_tokens
+from rag.chunking import count_tokens, line_span
 from rag.citations import build_citations
+from rag.corpus_cache import corpus_user_message
+from rag.judge import JUDGE_INSTRUCTION, judge_request
 from rag.prompting import (
+    ANSWER_INSTRUCTION,
     REFUSAL,
     SYSTEM_PROMPT,
     TEMPLATE_OVERHEAD,
@@ -177,3 +180,25 @@ def test_the_header_is_shown_as_context_in_the_label_not_as_passage_text():
     assert body.startswith(text) and "Leon Liao" not in body
     plain = build_request(QUESTION, [make_hit("thread.txt", text, 1)], context_tokens=8192, max_tokens=10)
     assert plain.messages[1].content.split("\n", 1)[0] == "Passage [1] (thread.txt, lines 1-2):"
+
+
+def test_line_span_counts_the_lines_of_a_slice_from_the_file():
+    text = passage_file(1)
+    start = text.index("Glacier 1 line 4")
+    hit = make_hit("g.txt", text, 1, start, text.index("Glacier 1 line 9") - 1)
+    assert line_span(hit.chunk) == (hit.chunk.start_line, hit.chunk.end_line) == (4, 8)
+    inner = hit.chunk.text.index("Glacier 1 line 6")
+    last = hit.chunk.text.index("Glacier 1 line 7") + 10
+    assert line_span(hit.chunk, inner, last) == (6, 7)
+    assert line_span(hit.chunk, inner, inner) == (6, 6)
+
+
+def test_every_answer_request_ends_with_the_one_line_the_reading_request_swaps():
+    text = passage_file(1, lines=3)
+    request = build_request(QUESTION, [make_hit("g.txt", text, 1)], context_tokens=4096, max_tokens=64)
+    content = request.messages[-1].content
+    assert content.endswith(f"\n{ANSWER_INSTRUCTION}")
+    assert corpus_user_message(QUESTION, [1], []).endswith(f"Question: {QUESTION}\n{ANSWER_INSTRUCTION}")
+    # The yes/no request keeps everything before that line, byte for byte.
+    asked = judge_request(request).messages[-1].content
+    assert asked == content[: -len(ANSWER_INSTRUCTION)] + JUDGE_INSTRUCTION
