@@ -11,11 +11,18 @@ the score leans most on how close the best passage and sentence are, then on neg
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
+
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field
 
+from rag.config import Settings
+from rag.errors import RagError
 from rag.judge import logit
 from rag.selection import MAX_SENTENCES, POINTER_WORDS
 from rag.text import STOPWORDS, sentences, terms
@@ -27,21 +34,20 @@ FEATURE_NAMES = (
     "terms_sentence", "terms_window", "terms_passages", "rare_found", "names_window", "type_missing",
     "negated", "negation_mismatch",
 )
-# Fitted by benchmarks/tune_answerability.py on SQuAD 2.0's tune half and ClapNQ (see
-# docs/BENCHMARKS.md, "Answerability"); each weight held to its feature's obvious sign, so the
-# shares of question words come out 0: beside the sentence score they add nothing.
-WEIGHTS = (3.8162, 1.7042, 1.6195, 0.0000, 0.8006, 0.2958, 0.0000, 0.0000, 0.0000, 0.0000, 0.7379,
-           -0.4014, -1.2188, -1.7649)
-BIAS = -4.9139
-# How the model's reading combines with the feature score: a * logit(score) + b * logit(reading)
-# + c, fitted by benchmarks/tune_reading.py on SQuAD 2.0's tune half (40 + 40) and ClapNQ (10 + 10)
-# with the local model reading the windowed prompt: the reading weighs three times the features
-# (AUC on SQuAD's tune sample: features 0.69, reading 0.81, both 0.80; ClapNQ 0.86, 0.76, 0.85).
-READING_WEIGHTS = (0.5629, 1.6824, 0.0735)
-# The threshold chosen with them: the highest keeping false refusals within 10 % on each tune set.
-TUNED_READ_THRESHOLD = 0.3
-# The threshold chosen with them (RAG_ANSWERABILITY_THRESHOLD turns the check on; 0 leaves it off).
-TUNED_THRESHOLD = 0.25
+# Fitted by `rag bench tune-answerability --write` (the feature score) and `rag bench tune-reading
+# --write` (its combination with the model's reading), which record in the file the data each was
+# fitted on and the command; see docs/BENCHMARKS.md, "Answerability". Each feature weight is held
+# to its feature's obvious sign, so the shares of question words come out 0: beside the sentence
+# score they add nothing, and features with no weight are not computed.
+FIT_FILE = Path(__file__).parent / "data" / "answerability.json"
+_FIT = json.loads(FIT_FILE.read_text(encoding="utf-8"))
+WEIGHTS = tuple(float(_FIT["features"]["weights"][name]) for name in FEATURE_NAMES)
+BIAS = float(_FIT["features"]["bias"])
+# How the model's reading combines with the feature score: a * logit(score) + b * logit(reading) + c.
+READING_WEIGHTS = tuple(float(w) for w in _FIT["reading"]["weights"])
+# The thresholds chosen with them (RAG_ANSWERABILITY_READ_THRESHOLD, RAG_ANSWERABILITY_THRESHOLD).
+TUNED_READ_THRESHOLD = float(_FIT["reading"]["threshold"])
+TUNED_THRESHOLD = float(_FIT["features"]["threshold"])
 
 _DATE_QUESTION = re.compile(
     r"\bwhen\b|\b(what|which) (year|century|decade|date|month|day|era|period)\b|\bhow long ago\b")
@@ -95,6 +101,7 @@ class Verdict(Frozen):
     score: float
     reasons: list[str] = Field(default_factory=list)
     reading: float | None = None  # the model's share of "yes" (rag.judge), when it was asked
+    decided_by: Literal["relevance floor", "features", "reading"] | None = None  # None: nothing checked
 
 
 def _question_words(question: str) -> dict[str, str]:
@@ -159,8 +166,16 @@ def _lexical(q_terms: set[str], ranked: list[Highlight]) -> tuple[float, dict[st
     return sum(weight[t] for t in pool[0] & q_terms) / total, freq
 
 
-def features(question: str, hits: list[Hit], selection: Selection) -> Features:
-    """The answerability features of one question's retrieved passages and ranked sentences."""
+def weighted() -> frozenset[str]:
+    """The features the fitted score weighs (the others are not computed when deciding)."""
+    return frozenset(name for name, w in zip(FEATURE_NAMES, WEIGHTS) if w != 0)
+
+
+def features(question: str, hits: list[Hit], selection: Selection,
+             needed: frozenset[str] | None = None) -> Features:
+    """The answerability features of one question's retrieved passages and ranked sentences:
+    every one (fitting), or only those `needed` (deciding: the weighted ones)."""
+    need = frozenset(FEATURE_NAMES) if needed is None else needed
     dense = sorted((h.dense_score for h in hits if h.dense_score is not None), reverse=True)
     top = {"dense_top": dense[0] if dense else 0.0,
            "dense_gap": dense[0] - dense[1] if len(dense) > 1 else 0.0}
@@ -170,32 +185,34 @@ def features(question: str, hits: list[Hit], selection: Selection) -> Features:
         return Features(**top, names_window=0.0, negated=float(negated), missing=tuple(words.values()))
     best = selection.ranked[0]
     q_terms = set(words)
-    lexical, freq = _lexical(q_terms, selection.ranked)
     window = best_window(hits, best)
-    in_sentence, in_window = set(terms(best.sentence)), set(terms(window))
-    in_passages = set().union(*(terms(h.chunk.text) for h in hits))
-    rarest = min(sorted(q_terms), key=lambda t: freq[t])
+    in_window = set(terms(window))
     names = _names(question)
     kind = asks_for(question)
-    return Features(
+    values: dict[str, object] = dict(
         **top,
         sentence_score=best.score,
-        sentence_lexical=lexical,
         selected=1.0 if selection.key else 0.0,
         key_sentences=len(selection.key) / MAX_SENTENCES,
-        terms_sentence=len(q_terms & in_sentence) / len(q_terms),
-        terms_window=len(q_terms & in_window) / len(q_terms),
-        terms_passages=len(q_terms & in_passages) / len(q_terms),
-        rare_found=1.0 if rarest in in_window else 0.0,
         names_window=len(names.keys() & in_window) / len(names) if names else 1.0,
         type_missing=0.0 if has_kind(kind, window, question) else 1.0,
         negated=1.0 if negated else 0.0,
         negation_mismatch=1.0 if negated and not _NEGATION.search(window) else 0.0,
         asks_for=kind,
-        missing=tuple(words[t] for t in sorted(q_terms - in_window, key=lambda t: freq[t])),
-        rarest=words[rarest],
         missing_names=tuple(dict.fromkeys(w for t, w in names.items() if t not in in_window)),
     )
+    if need & {"sentence_lexical", "rare_found", "terms_window"}:  # what needs each term's sentence count
+        lexical, freq = _lexical(q_terms, selection.ranked)
+        rarest = min(sorted(q_terms), key=lambda t: freq[t])
+        values.update(sentence_lexical=lexical, rare_found=1.0 if rarest in in_window else 0.0, rarest=words[rarest],
+                      terms_window=len(q_terms & in_window) / len(q_terms),
+                      missing=tuple(words[t] for t in sorted(q_terms - in_window, key=lambda t: freq[t])))
+    if "terms_sentence" in need:
+        values["terms_sentence"] = len(q_terms & set(terms(best.sentence))) / len(q_terms)
+    if "terms_passages" in need:
+        in_passages = set().union(*(terms(h.chunk.text) for h in hits))
+        values["terms_passages"] = len(q_terms & in_passages) / len(q_terms)
+    return Features(**values)
 
 
 def _sigmoid(z: float) -> float:
@@ -240,12 +257,35 @@ def combined(feature_score: float, reading: float | None) -> float:
 def decide(question: str, hits: list[Hit], selection: Selection, threshold: float,
            reading: float | None = None) -> Verdict:
     """Answer when the score reaches the threshold (0 always answers); else refuse, with reasons."""
-    f = features(question, hits, selection)
+    f = features(question, hits, selection, weighted())
     value = round(combined(score(f), reading), 4)
+    by = "features" if reading is None else "reading"
     if value >= threshold:
-        return Verdict(answerable=True, score=value, reading=reading)
+        return Verdict(answerable=True, score=value, reading=reading, decided_by=by)
     why = reasons(f)
     if reading is not None and reading < 0.5:
         why.insert(0, f"asked whether the passages state the answer, the model said no ({reading:.0%} yes)")
-    return Verdict(answerable=False, score=value, reading=reading,
+    return Verdict(answerable=False, score=value, reading=reading, decided_by=by,
                    reasons=why or ["the passages match the question too loosely"])
+
+
+def relevant(hits: list[Hit], floor: float) -> bool:
+    """Whether the best passage is close enough to the question to read on (RAG_RELEVANCE_FLOOR)."""
+    return bool(hits) and max((h.dense_score or 0.0) for h in hits) >= floor
+
+
+def verdict(question: str, hits: list[Hit], selection: Selection | None, settings: Settings,
+            read: Callable[[], float | None] | None = None) -> Verdict:
+    """The decide stage, once per question: nothing relevant (`selection` None) refuses; else the
+    feature score, with the model's reading when `read` is given (one short pass; a model that
+    cannot read leaves the decision to the features), against its threshold (0: always answer)."""
+    if selection is None:
+        return Verdict(answerable=False, score=0.0, decided_by="relevance floor")
+    try:
+        reading = read() if read is not None else None
+    except RagError:
+        reading = None
+    threshold = settings.answerability_read_threshold if reading is not None else settings.answerability_threshold
+    if threshold <= 0:
+        return Verdict(answerable=True, score=1.0, reading=reading)
+    return decide(question, hits, selection, threshold, reading)

@@ -48,11 +48,13 @@ def assemble(
         # the claim is, so "[18] says X. [19] says X." citing one passage is a repeat) is said once.
         marked = reparsed(without_repeats(marked.text))
     notes = list(draft.notes)
+    decided_by = draft.decided_by or ("model" if refused else None)
     if not refused and not draft.trust_markers and draft.key:
         # A model's draft, checked against the select stage's key sentences (rag.draft_check).
         checked = check(draft.standalone, marked.text, draft.key, numbered, support)
         marked = reparsed(checked.text)
         notes += checked.notes
+        decided_by = "draft check" if checked.notes else decided_by
     return Answer(
         question=draft.question,
         text=marked.text,
@@ -64,4 +66,5 @@ def assemble(
         standalone_question=draft.standalone if draft.standalone != draft.question else None,
         fallback_reason="; ".join(notes) or None,
         timings=draft.timings,
+        decided_by=decided_by,
     )

@@ -1,12 +1,13 @@
 """The public entry points: `Rag` (one per process), `ask()`, `ask_stream()`.
 
-One question travels through the stages, each in a module named for its role:
+One question travels through the stages, each in a module named for its role, in this order:
 
-    retrieve (rag.retrieval) -> select (rag.selection) -> prompt (rag.prompting)
-      -> generate (rag.generation) -> assemble (rag.assembly) -> verify (rag.verification)
+    retrieve (rag.retrieval) -> select (rag.selection) -> plan (rag.planning)
+      -> decide (rag.answerability) -> generate (rag.generation) -> assemble (rag.assembly)
+      -> verify (rag.verification)
 
-`Rag` only ties them together and holds what is loaded once: the index handle, the embedder and
-the generators.
+`Rag.ask_stream` calls them and nothing else. What is loaded once lives beside it: the index
+handle (rag.index_handle), the models (rag.backends), the corpus states (the context planner).
 """
 
 from __future__ import annotations
@@ -14,29 +15,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypedDict, Unpack
 
-from rag import generation, lifecycle
-from rag.answerability import decide
+from rag import lifecycle
+from rag.answerability import Verdict, relevant, verdict
 from rag.assembly import assemble
+from rag.backends import Backends
 from rag.config import Settings, load_settings
 from rag.conversation import condense
-from rag.corpus_cache import CorpusCache, corpus_request, vectors_path
-from rag.embedding import Embedder, get_embedder
-from rag.errors import IndexNotFoundError, QuestionError, RagError
-from rag.excerpts import excerpts
-from rag.generation import Generator
-from rag.generation.deadline import DeadlineGenerator
-from rag.generation.fallback import FallbackGenerator
+from rag.corpus_cache import CorpusCache
+from rag.embedding import Embedder
+from rag.errors import IndexNotFoundError, RagError
+from rag.generation.base import Generator, Reader
 from rag.index_handle import IndexHandle, index_status
 from rag.indexer import build_index
-from rag.prompting import SYSTEM_PROMPT, build_request
+from rag.planning import ContextPlan, ContextPlanner
 from rag.refusal import REFUSAL
 from rag.retrieval import Retriever
-from rag.selection import prime, select
+from rag.selection import select
 from rag.streaming import AnswerStream
-from rag.text import clean_question
+from rag.text import check_question
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Selection, Timings
 from rag.verification import verify
 
@@ -53,75 +51,67 @@ class AskOptions(TypedDict, total=False):
 
 
 class Rag:
-    """The index, embedder and generators of one process, loaded once and reused."""
+    """The index, models and corpus states of one process, loaded once; `ask` runs the stages."""
 
     def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None) -> None:
-        self.settings = settings or load_settings()
-        self._embedder = embedder
-        self._lock = threading.RLock()
-        self._generators: dict[str, Generator] = {}
+        self._settings = settings or load_settings()
+        self.backends = Backends(self.settings, embedder)
         # Answers generated at once (RAG_MAX_CONCURRENT), whoever asks: the page, the API, Python.
         self._slots = threading.BoundedSemaphore(self.settings.max_concurrent)
         self.handle = IndexHandle(self.settings, lambda: self.embedder)
-        self.corpus_cache = CorpusCache(self.settings.index_dir)
+        self.planner = ContextPlanner(self.settings, self.handle, lambda: self.embedder)
         lifecycle.track(self)  # closed at exit before the models its readers use are freed
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """New settings for what is asked next (the stages read them at each question)."""
+        self._settings = self.backends.settings = self.planner.settings = settings
+
     def close(self) -> None:
-        """Stop this Rag's background work (a corpus state being read is abandoned and joined);
-        what it loaded is freed when the process stops (rag.lifecycle)."""
-        self.corpus_cache.close()
+        """Stop this Rag's background work (a corpus state being read is abandoned and joined)
+        and free what its generators hold of their own; the shared model goes at exit."""
+        self.planner.close()
+        self.backends.close()
 
     # -- parts ---------------------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
-        with self._lock:
-            if self._embedder is None:
-                self._embedder = get_embedder(self.settings.embedding_model)
-            return self._embedder
+        return self.backends.embedder
+
+    @property
+    def corpus_cache(self) -> CorpusCache:
+        return self.planner.cache
 
     def generator(self, name: str | None = None) -> Generator:
-        resolved = generation.resolve_name(name or self.settings.generator, self.settings)
-        with self._lock:
-            if resolved not in self._generators:
-                self._generators[resolved] = generation.create(resolved, self.settings, self.embedder)
-            return self._generators[resolved]
-
-    def warm_up(self, generator: str | None = None) -> Generator:
-        """Load what the first question needs (index, embedder, generator) and let a local model
-        read the fixed start of its prompt now: the saved corpus state when there is one (else
-        it is started in the background), otherwise the system prompt."""
-        with ThreadPoolExecutor(1, thread_name_prefix="rag-load") as pool:
-            if generation.resolve_name(generator or self.settings.generator, self.settings) == "llamacpp":
-                # The local model's weights load meanwhile (kept process-wide, so `generator()`
-                # finds them): llama.cpp reads them without holding the interpreter lock.
-                pool.submit(generation.create, "llamacpp", self.settings)
-            try:
-                self.retriever()
-            except RagError:
-                self.embedder  # no index yet: the watcher or the first question builds it
-        gen = self.generator(generator)
-        chunks = self.handle.chunks() if self.handle.loaded else None
-        corpus = self.settings.prompt_context in ("auto", "corpus") and hasattr(gen, "save_prefix") and chunks
-        build = self.handle.build if corpus else ""
-        if corpus and self.corpus_cache.fits(build, chunks, gen.context_tokens, self.settings.llm_max_tokens):
-            # Every sentence's vector at hand (saved once per build): selecting is a lookup.
-            prime(chunks, self.embedder, vectors_path(self.settings.index_dir, build, self.embedder.model_id))
-            state = self.corpus_cache.ready(build, gen.fingerprint)
-            if state is not None:
-                gen.preload(state)
-                return gen
-            self.corpus_cache.build_in_background(build, gen.fingerprint, chunks, gen.private_copy)
-        if hasattr(gen, "warm"):
-            gen.warm(SYSTEM_PROMPT)
-        return gen
+        return self.backends.generator(name)
 
     def available_generators(self) -> list[str]:
+        from rag import generation
+
         return generation.available(self.settings)
+
+    def warm_up(self, generator: str | None = None) -> Generator:
+        """Load what the first question needs (index, embedder, generator; a model's weights in
+        a second thread meanwhile) and let the planner prepare the model's prompt start."""
+        gen = self.backends.load(generator, self._load_index)
+        self.planner.prepare(gen)
+        return gen
+
+    def _load_index(self) -> None:
+        try:
+            self.retriever()
+        except RagError:
+            self.embedder  # no index yet: the watcher or the first question builds it
 
     # -- the index -----------------------------------------------------------------------------
     def index(self, *, force: bool = False, progress: bool = False, warn=None) -> IndexReport:
         """Incremental rebuild of the index from the seeds folder; answers switch to it at once."""
-        report = build_index(self.settings, force=force, embedder=self._embedder, progress=progress, warn=warn)
+        report = build_index(self.settings, force=force, embedder=self.backends._embedder, progress=progress,
+                             warn=warn)
         self.handle.refresh()
         return report
 
@@ -148,7 +138,7 @@ class Rag:
             self.handle.refresh()
             on_report(report)
 
-        watch(self.settings, reported, on_error=on_error, stop_event=stop_event, embedder=self._embedder)
+        watch(self.settings, reported, on_error=on_error, stop_event=stop_event, embedder=self.backends._embedder)
 
     def retriever(self) -> Retriever:
         return self.handle.retriever()
@@ -166,17 +156,7 @@ class Rag:
 
     # -- asking --------------------------------------------------------------------------------
     def check_question(self, question: str) -> str:
-        if not isinstance(question, str):
-            raise QuestionError("the question must be text")
-        if len(question) > self.settings.max_question_chars:
-            raise QuestionError(
-                f"the question is {len(question):,} characters; the limit is "
-                f"{self.settings.max_question_chars:,} (RAG_MAX_QUESTION_CHARS)"
-            )
-        cleaned = clean_question(question)
-        if not cleaned:
-            raise QuestionError("the question is empty; type a question about your documents")
-        return cleaned
+        return check_question(question, self.settings.max_question_chars)
 
     def retrieve(self, question: str, *, top_k: int | None = None, mode: str | None = None) -> list[Hit]:
         """Retrieve stage: the passages that may answer, best first."""
@@ -186,64 +166,15 @@ class Rag:
 
     def request_for(self, question: str, hits: list[Hit], gen: Generator,
                     selection: Selection | None = None) -> GenerationRequest:
-        """Select and prompt stages: what `gen` is asked, fitted to its context window.
-
-        The context is, by RAG_PROMPT_CONTEXT: the whole corpus already read by the model (a
-        small corpus and a model that can save what it read), the best sentences with their
-        neighbours (windowed), or the retrieved passages whole. `auto` picks by what reading
-        costs the backend: the corpus, else windowed, for the local model; passages for an
-        endpoint (which reads a thousand tokens in a blink).
-        """
-        selection = selection or select(question, hits, self.embedder)
-        corpus = self._corpus_request(question, hits, selection.key, gen)
-        if corpus is not None:
-            return corpus
-        passages, key, shown = hits, selection.key, self.settings.prompt_highlights
-        context = self.settings.prompt_context
-        if context == "auto":
-            context = "windowed" if hasattr(gen, "save_prefix") else "passages"
-        if context != "passages" and selection.ranked:
-            budget = self.settings.prompt_budget_tokens
-            passages, key = excerpts(selection, hits, budget=budget, neighbours=self.settings.prompt_window)
-            shown = False  # the excerpts are the best sentences already
-        return build_request(
-            question,
-            passages,
-            context_tokens=gen.context_tokens,
-            max_tokens=self.settings.llm_max_tokens,
-            temperature=self.settings.llm_temperature,
-            highlights=key,
-            show_highlights=shown,
-        )
-
-    def _corpus_request(self, question: str, hits: list[Hit], key: list, gen: Generator) -> GenerationRequest | None:
-        """The corpus request when its saved state is ready; else None (and the state is started
-        in the background when the corpus fits)."""
-        if self.settings.prompt_context not in ("auto", "corpus") or not hasattr(gen, "save_prefix"):
-            return None
-        chunks, build = self.handle.chunks(), self.handle.build
-        if not chunks or not self.corpus_cache.fits(build, chunks, gen.context_tokens, self.settings.llm_max_tokens):
-            return None
-        state = self.corpus_cache.ready(build, gen.fingerprint)
-        if state is None:
-            self.corpus_cache.build_in_background(build, gen.fingerprint, chunks, gen.private_copy)
-            return None
-        return corpus_request(question, hits, key, chunks, state, max_tokens=self.settings.llm_max_tokens,
-                              temperature=self.settings.llm_temperature)
+        """Select and plan stages: what `gen` is asked, fitted to its context window."""
+        return self.planner.plan(question, hits, gen, selection).request
 
     def ask(self, question: str, **options: Unpack[AskOptions]) -> Answer:
         """Answer a question from the documents, citing files and lines (options: AskOptions)."""
         return self.ask_stream(question, **options).result()
 
-    def ask_stream(
-        self,
-        question: str,
-        *,
-        generator: str | None = None,
-        top_k: int | None = None,
-        mode: str | None = None,
-        history: Sequence[Turn] = (),
-    ) -> AnswerStream:
+    def ask_stream(self, question: str, *, generator: str | None = None, top_k: int | None = None,
+                   mode: str | None = None, history: Sequence[Turn] = ()) -> AnswerStream:
         """Like ask(), but iterate the returned stream for text pieces as they arrive."""
         started = time.perf_counter()
         question = self.check_question(question)
@@ -252,101 +183,68 @@ class Rag:
             self.ensure_index()  # the very first question on an empty folder builds the index once
         standalone = condense(question, history) if history else question
         hits = self.retrieve(standalone, top_k=top_k, mode=mode)
-        retrieved = time.perf_counter()
-        draft = Draft(question=question, standalone=standalone, raw="", passages=[], hits=hits,
-                      generator="", mode=mode)
+        draft = Draft(question=question, standalone=standalone, raw="", passages=[], hits=hits, generator="",
+                      mode=mode, timings=Timings(retrieve=time.perf_counter() - started))
         primary = self.generator(generator)
-        relevant = bool(hits) and max((h.dense_score or 0.0) for h in hits) >= self.settings.relevance_floor
-        selection = select(standalone, hits, self.embedder) if relevant else None
-        reader = self._reader(primary) if selection is not None else None
-        threshold = self.settings.answerability_threshold  # 0: off, nothing to compute per question
-        verdict = decide(standalone, hits, selection, threshold) if selection and threshold > 0 and not reader else None
-        if selection is None or (verdict is not None and not verdict.answerable):
-            # Nothing relevant enough, or the passages do not answer: refuse without a model call.
-            refusal = draft.model_copy(update={
-                "raw": REFUSAL, "generator": primary.name, "notes": _why(verdict),
-                "timings": Timings(retrieve=retrieved - started, total=time.perf_counter() - started),
-            })
-            return AnswerStream(iter([REFUSAL]), lambda _raw, _error: self._finish(refusal))
-        return self._generate(draft, primary, started, retrieved, selection, reader=reader)
+        selection = select(standalone, hits, self.embedder) if relevant(hits, self.settings.relevance_floor) else None
+        reader = self.backends.reader(primary) if selection is not None else None
+        if reader is None:  # the decide stage needs no model: it runs now, before any prompt is built
+            decided = verdict(standalone, hits, selection, self.settings)
+            if not decided.answerable:
+                return AnswerStream(iter([REFUSAL]), lambda _raw, _error: self._refused(draft, primary, decided, started))
+        assert selection is not None  # refused above when nothing was relevant
+        plan = self.planner.plan(standalone, hits, primary, selection)
+        return self._answer(draft, primary, selection, plan, reader, started)
 
-    def _reader(self, primary: Generator) -> Generator | None:
-        """Who is asked whether the passages answer (RAG_ANSWERABILITY_READER): the answering
-        model when reading costs it a few tokens (auto), the answering model whatever it is
-        (model), or the local model for every backend (local); None when nobody reads."""
-        how = self.settings.answerability_reader
-        if how == "none" or self.settings.answerability_read_threshold <= 0:
-            return None
-        if how == "auto":  # only a model whose reading costs a few tokens (a paid endpoint is not asked)
-            return primary if getattr(primary, "reads_cheaply", False) and hasattr(primary, "judge") else None
-        if how == "local":
-            try:
-                primary = self.generator("llamacpp")
-            except RagError:
-                return None  # no local model installed: the features decide
-        return primary if hasattr(primary, "judge") else None
-
-    def _generate(self, draft: Draft, primary: Generator, started: float, retrieved: float,
-                  selection: Selection, *, reader: Generator | None = None) -> AnswerStream:
-        """Generate stage (primary bounded by the answer deadline, the extractive backend behind
-        it), then assemble and verify when the stream ends."""
-        request = self.request_for(draft.standalone, draft.hits, primary, selection)
-        limit = f"{self.settings.answer_deadline:g}s (RAG_ANSWER_DEADLINE)"
-        bounded = DeadlineGenerator(primary, started + self.settings.answer_deadline, label=limit)
-        extractive = self.generator("extractive")
-        gen = bounded if primary is extractive else FallbackGenerator(bounded, extractive)
-        first_token: list[float] = []
-        refused: list = []  # the verdict, when the model's reading refuses
+    def _answer(self, draft: Draft, primary: Generator, selection: Selection, plan: ContextPlan,
+                reader: Reader | None, started: float) -> AnswerStream:
+        """Decide (when a model reads: its reading first, under the same admission as writing),
+        generate, then assemble and verify."""
+        generation = self.backends.bounded(primary, started + self.settings.answer_deadline)
+        first: list[float] = []
+        decided: list[Verdict] = []
 
         def pieces() -> Iterator[str]:
             with self._slots:
                 if reader is not None:
-                    asked = request if reader is primary else self.request_for(draft.standalone, draft.hits, reader, selection)
-                    verdict = self._read(draft, reader, asked, selection)
-                    if not verdict.answerable:
-                        refused.append(verdict)
-                        first_token.append(time.perf_counter())
-                        yield REFUSAL
-                        return
-                for piece in gen.stream(request):
-                    if not first_token:
-                        first_token.append(time.perf_counter())
+                    asked = plan.request if reader is primary else self.request_for(
+                        draft.standalone, draft.hits, reader, selection)  # type: ignore[arg-type]
+                    decided.append(verdict(draft.standalone, draft.hits, selection, self.settings,
+                                           lambda: reader.judge(asked)))
+                if decided and not decided[0].answerable:
+                    first.append(time.perf_counter())
+                    yield REFUSAL
+                    return
+                for piece in generation.outer.stream(plan.request):
+                    if not first:
+                        first.append(time.perf_counter())
                     yield piece
 
         def finish(raw: str, error: RagError | None) -> Answer:
-            done = time.perf_counter()
-            notes = _why(refused[0]) if refused else [n for n in (getattr(gen, "reason", None), bounded.note) if n]
+            refused = bool(decided) and not decided[0].answerable
+            notes = _why(decided[0]) if refused else generation.notes
             if error is not None:
                 if not raw.strip():
                     raise error
                 notes.append(f"the answer is incomplete: {error}")
+            done = time.perf_counter()
             return self._finish(draft.model_copy(update={
-                "raw": raw,
-                "passages": request.passages,
-                "key": request.highlights or [],
-                "generator": primary.name if refused else getattr(gen, "label", gen.name),
-                "trust_markers": getattr(gen, "trusted_markers", False),
-                "notes": notes,
-                "timings": Timings(
-                    retrieve=retrieved - started, generate=done - retrieved, total=done - started,
-                    first_token=(first_token[0] - started) if first_token else None,
-                ),
+                "raw": raw, "passages": plan.request.passages, "key": plan.request.highlights or [],
+                "generator": primary.name if refused else generation.label,
+                "trust_markers": generation.trusted_markers, "notes": notes,
+                "decided_by": decided[0].decided_by if refused else None,
+                "timings": draft.timings.model_copy(update={
+                    "generate": done - started - draft.timings.retrieve, "total": done - started,
+                    "first_token": (first[0] - started) if first else None}),
             }))
 
-        sources = len({h.chunk.source for h in request.passages})
-        status = f"reading {len(request.passages)} passages from {sources} file{'s' * (sources != 1)}"
-        return AnswerStream(pieces(), finish, status=status)
+        return AnswerStream(pieces(), finish, status=plan.status)
 
-    def _read(self, draft: Draft, reader: Generator, request: GenerationRequest, selection: Selection):
-        """The answerability decision with the model's reading (one short yes/no pass; a model
-        that cannot read leaves the decision to the features alone)."""
-        try:
-            reading = reader.judge(request)  # type: ignore[attr-defined]
-        except RagError:
-            reading = None
-        threshold = self.settings.answerability_read_threshold if reading is not None else \
-            self.settings.answerability_threshold
-        return decide(draft.standalone, draft.hits, selection, threshold, reading)
+    def _refused(self, draft: Draft, primary: Generator, refused: Verdict, started: float) -> Answer:
+        return self._finish(draft.model_copy(update={
+            "raw": REFUSAL, "generator": primary.name, "notes": _why(refused), "decided_by": refused.decided_by,
+            "timings": draft.timings.model_copy(update={"total": time.perf_counter() - started}),
+        }))
 
     def _finish(self, draft: Draft) -> Answer:
         """Assemble and verify stages."""
@@ -354,8 +252,8 @@ class Rag:
         return verify(answer)
 
 
-def _why(verdict) -> list[str]:
-    return [f"not answered: {'; '.join(verdict.reasons)}"] if verdict is not None else []
+def _why(verdict: Verdict) -> list[str]:
+    return [f"not answered: {'; '.join(verdict.reasons)}"] if verdict.reasons else []
 
 
 _default: Rag | None = None

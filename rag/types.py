@@ -134,6 +134,7 @@ class Draft(Frozen):
     mode: str = "hybrid"
     notes: list[str] = Field(default_factory=list)
     timings: Timings = Field(default_factory=Timings)
+    decided_by: str | None = None  # the decide stage's check that refused (rag.answerability)
 
 
 class Claim(Frozen):
@@ -169,6 +170,10 @@ class Answer(Frozen):
     standalone_question: str | None = None
     fallback_reason: str | None = None
     timings: Timings = Field(default_factory=Timings)
+    # Which check decided a refusal or changed the draft: "relevance floor", "features" or
+    # "reading" (the decide stage, before any writing); "model" (the model refused itself);
+    # "draft check" (completed or replaced); "echo check" (withheld). None: answered as written.
+    decided_by: str | None = None
 
 
 class DocumentEntry(Frozen):

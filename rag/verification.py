@@ -35,5 +35,6 @@ def verify(answer: Answer) -> Answer:
     note = "the answer repeated the system instructions and was withheld"
     reason = "; ".join(filter(None, [answer.fallback_reason, note]))
     return answer.model_copy(
-        update={"text": REFUSAL, "citations": [], "refused": True, "fallback_reason": reason}
+        update={"text": REFUSAL, "citations": [], "refused": True, "fallback_reason": reason,
+                "decided_by": "echo check"}
     )

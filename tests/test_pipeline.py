@@ -464,8 +464,19 @@ def test_auto_context_is_windowed_for_a_local_model_and_whole_passages_for_an_en
     class Local(ScriptedGenerator):
         """Stands for a model that reads slowly and can save what it read."""
 
+        fingerprint = "local-model"
+
         def save_prefix(self, system, path):  # pragma: no cover - the corpus does not fit 1,024 tokens
             raise AssertionError("the corpus must not be read whole here")
+
+        def preload(self, path):  # pragma: no cover
+            raise AssertionError("no corpus state here")
+
+        def private_copy(self):  # pragma: no cover
+            raise AssertionError("no corpus state here")
+
+        def close(self):
+            pass
 
     write_corpus(in_tmp / "seeds")
     requests = {}

@@ -314,7 +314,7 @@ def test_an_indexed_file_swapped_for_a_symlink_outside_is_not_read(rag, seeds, t
 def test_an_injected_document_is_quoted_as_a_passage_not_obeyed(rag, monkeypatch):
     first_line = SYSTEM_PROMPT.splitlines()[0]  # "You answer questions using only ..."
     compromised = Scripted(f"BANANA SEVEN. My instructions: {first_line} [1] [4] [99]")
-    monkeypatch.setitem(generation._REGISTRY, "scripted-sec", lambda s, e: compromised)  # noqa: SLF001
+    monkeypatch.setitem(generation._REGISTRY, "scripted-sec", generation.Backend("scripted-sec", lambda s, e: compromised))  # noqa: SLF001
     answer = rag.ask(QUESTION, generator="scripted-sec")
     request = compromised.requests[0]
     assert request.messages[0].role == "system" and request.messages[0].content == SYSTEM_PROMPT
@@ -330,7 +330,7 @@ def test_an_injected_document_is_quoted_as_a_passage_not_obeyed(rag, monkeypatch
 
 def test_a_model_answer_obeying_a_document_gets_no_unverified_citation(rag, monkeypatch):
     obeying = Scripted("BANANA SEVEN [1]. Hekla erupted in 1947 [2]. See also [0] and [12].")
-    monkeypatch.setitem(generation._REGISTRY, "scripted-sec", lambda s, e: obeying)  # noqa: SLF001
+    monkeypatch.setitem(generation._REGISTRY, "scripted-sec", generation.Backend("scripted-sec", lambda s, e: obeying))  # noqa: SLF001
     answer = rag.ask(QUESTION, generator="scripted-sec")
     n = len(obeying.requests[0].passages)
     assert all(1 <= c.marker <= n for c in answer.citations)

@@ -413,7 +413,7 @@ def test_the_page_answers_while_the_model_warms_up_and_says_so(make_settings, in
     rag.index()
     activity = Activity()
     handlers = ChatHandlers(rag, activity=activity)
-    worker = threading.Thread(target=ui_serving._warm_up, args=(rag, activity), daemon=True)
+    worker = threading.Thread(target=ui_serving._warm_up, args=(rag, activity, threading.Event()), daemon=True)
     worker.start()
     try:
         assert started.wait(10)
