@@ -161,14 +161,14 @@ def test_indexed_chunks_come_back_whole_and_are_found_by_vector_and_by_words(cor
 
 def test_hybrid_search_is_the_reciprocal_rank_fusion_of_both_searches(corpus_settings):
     from rag.embedding import HashingEmbedder
-    from rag.retrieval import _fuse
+    from rag.vectorstore import fuse
 
     _build(corpus_settings)
     store = _reader(corpus_settings)
     for question in ("Which volcano erupted in 1947?", "bread dough baking", "Vienna Budapest Danube"):
         qvec = HashingEmbedder(256).embed([question])[0]
         depth = 20
-        expected = _fuse(store.search(qvec, depth), store.lexical_search(question, depth), "hybrid")[:depth]
+        expected = fuse(store.search(qvec, depth), store.lexical_search(question, depth), "hybrid")[:depth]
         hits = store.hybrid_search(qvec, question, depth)
         assert [h.chunk.id for h in hits] == [cid for cid, _ in expected]
         assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-6)
@@ -274,7 +274,7 @@ def test_a_build_lets_go_of_its_transaction_and_lock_however_it_ends(corpus_sett
 
 
 def test_the_index_format_compared_is_the_store_s_own(corpus_settings, monkeypatch):
-    from rag import store as faiss_files
+    from rag import faiss_folder as faiss_files
     from rag.postgres import PostgresStore
 
     _build(corpus_settings)

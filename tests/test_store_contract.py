@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import store_contract
-from rag import faiss_index, store
+from rag import faiss_folder, faiss_index
 from rag.config import Settings
 from rag.faiss_store import FaissStore
 from rag.types import Chunk, DocumentEntry
@@ -171,10 +171,10 @@ def test_old_manifests_without_an_index_kind_still_load(tmp_path: Path) -> None:
 
     settings = faiss_settings(tmp_path)
     store_contract.write(lambda **kw: open_store(settings, **kw), ["a.txt"])
-    folder = store.build_folder(settings.index_dir, store.current_build_name(settings.index_dir))
-    data = json.loads((folder / store.MANIFEST).read_text(encoding="utf-8"))
+    folder = faiss_folder.build_folder(settings.index_dir, faiss_folder.current_build_name(settings.index_dir))
+    data = json.loads((folder / faiss_folder.MANIFEST).read_text(encoding="utf-8"))
     for key in ("index_kind", "index_parameters", "index_recall"):
         data.pop(key)
-    (folder / store.MANIFEST).write_text(json.dumps(data), encoding="utf-8")
+    (folder / faiss_folder.MANIFEST).write_text(json.dumps(data), encoding="utf-8")
     reader = FaissStore.open(settings)
     assert reader.manifest().index_kind == "flat" and reader.stats().chunks == 4
