@@ -72,9 +72,10 @@ def worker_ours(files: Path, queries: dict[str, str], qrels) -> dict:
     from rag.cli import quiet_libraries
 
     quiet_libraries()
-    from rag import store
+    from rag import faiss_folder as store
     from rag.config import DEFAULT_EMBEDDING_MODEL, Settings
     from rag.embedding import get_embedder
+    from rag.faiss_store import FaissStore
     from rag.indexer import build_index
     from rag.retrieval import Retriever
 
@@ -93,7 +94,7 @@ def worker_ours(files: Path, queries: dict[str, str], qrels) -> dict:
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         report = build_index(settings, embedder=embedder)
-        retriever = Retriever(store.load(settings.index_dir), embedder)
+        retriever = Retriever(FaissStore.of(store.load(settings.index_dir)), embedder)
         build_s = time.perf_counter() - t0
         dense = _latencies(lambda q: retriever.search(q, top_k=TOP_K, mode="dense"), queries)
         hybrid = _latencies(lambda q: retriever.search(q, top_k=TOP_K, mode="hybrid"), queries)

@@ -20,7 +20,7 @@ How one question is answered, stage by stage (each a module named for its role):
 `rag.pipeline.Rag` ties the stages together and holds what is loaded once (its answers stream
 through `rag.streaming.AnswerStream`); `rag.index_handle`
 owns the build in use. How a document becomes an index: `rag.loaders` -> `rag.chunking` ->
-`rag.embedding` -> `rag.indexer` -> a store (`rag.vectorstore`, `rag.store`). The records passed
+`rag.embedding` -> `rag.indexer` -> a store (`rag.vectorstore`, `rag.faiss_folder`). The records passed
 between stages are in `rag.types`; settings in `rag.config`; errors in `rag.errors`.
 See docs/ARCHITECTURE.md.
 

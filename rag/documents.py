@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from rag import loaders, store
+from rag import faiss_folder as store, loaders
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import LoaderError, RagError, UploadError

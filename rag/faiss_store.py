@@ -3,7 +3,7 @@
 Read-only, a FaissStore is one loaded build: CURRENT is read once, so every call sees the same
 build however many are swapped in meanwhile. Writable, it starts from the build in use (or
 nothing), keeps deletions and additions in memory, and `commit` writes a new build folder and
-swaps CURRENT to it (rag/store.py): readers see the old build until then, and a writer that dies
+swaps CURRENT to it (rag/faiss_folder.py): readers see the old build until then, and a writer that dies
 before then leaves it serving. One writer at a time: the indexer holds the index lock.
 """
 
@@ -15,21 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-from rag import faiss_index, store
+from rag import faiss_folder, faiss_index
 from rag.config import Settings
 from rag.errors import IndexMismatchError, IndexNotFoundError, IndexStoreError, RagError
 from rag.lexical import search_bm25
-from rag.store import LoadedIndex
+from rag.faiss_folder import LoadedIndex
 from rag.types import Chunk, DocumentEntry, Manifest
-from rag.vectorstore import StoreStats
+from rag.vectorstore import BaseStore, StoreStats
 
 log = logging.getLogger(__name__)
 
 
-class FaissStore:
+class FaissStore(BaseStore):
     """FAISS + bm25s build folders behind the ReadableStore / WritableStore protocol."""
 
     kind = "faiss"
+    schema_version = faiss_folder.SCHEMA_VERSION
 
     def __init__(self, index_dir: Path, settings: Settings | None = None, *, build: LoadedIndex | None = None,
                  writable: bool = False) -> None:
@@ -43,26 +44,37 @@ class FaissStore:
         self._work: _WorkingSet | None = None  # what the next commit writes (writable only)
 
     @classmethod
-    def open(cls, settings: Settings, *, writable: bool = False) -> FaissStore:
-        """The build in use, checked against the settings; or, writable, a store starting from it."""
+    def open(cls, settings: Settings, *, writable: bool = False, check: bool = True) -> FaissStore:
+        """The build in use, loaded and (unless `check` is False) checked against the settings;
+        or, writable, a store starting from it."""
         if writable:
             writer = cls(settings.index_dir, settings, writable=True)
             writer._pin_current()
             return writer
-        from rag.embedding import canonical_model_id
+        reader = cls(settings.index_dir, settings, build=faiss_folder.load(settings.index_dir))
+        if check:
+            from rag.embedding import canonical_model_id
 
-        build = store.load(settings.index_dir)
-        store.check_compatible(
-            build.manifest,
-            embedding_model=canonical_model_id(settings.embedding_model),
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap=settings.chunk_overlap,
-        )
-        return cls(settings.index_dir, settings, build=build)
+            reader.check_compatible(
+                canonical_model_id(settings.embedding_model), settings.chunk_tokens, settings.chunk_overlap
+            )
+        return reader
+
+    @classmethod
+    def status_manifest(cls, settings: Settings) -> Manifest:
+        """The manifest of the build in use, read alone (no build is loaded nor checked)."""
+        manifest = faiss_folder.read_manifest(settings.index_dir)
+        if manifest is None:
+            raise IndexNotFoundError(f"no index in {settings.index_dir}; run `rag index` to build it")
+        return manifest
+
+    @classmethod
+    def location(cls, settings: Settings) -> str:
+        return str(settings.index_dir)
 
     @classmethod
     def of(cls, build: LoadedIndex, index_dir: Path | None = None) -> FaissStore:
-        """A read-only store over a build already loaded (see `store.load`)."""
+        """A read-only store over a build already loaded (see `faiss_folder.load`)."""
         return cls(index_dir or Path("."), build=build)
 
     # -- reading: the committed build ----------------------------------------------------------
@@ -95,6 +107,14 @@ class FaissStore:
         build = self._require_committed()
         return build.vectors([build.by_id[i] for i in ids])
 
+    def all_chunks(self) -> list[Chunk]:
+        """Every chunk of the build, as held in memory (in the manifest's order)."""
+        return self._require_committed().chunks
+
+    def stale(self) -> bool:
+        """Whether CURRENT names another build than the one this store reads."""
+        return faiss_folder.current_build_name(self.index_dir) != self._name
+
     def stats(self) -> StoreStats:
         try:
             manifest = self.manifest()
@@ -114,6 +134,10 @@ class FaissStore:
         )
 
     # -- writing -------------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Remove the half-written folder a killed build may have left (only a write sweeps)."""
+        faiss_folder.collect_garbage(self.index_dir)
+
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         self._require_writable()
         self._working().add(list(chunks), np.asarray(vectors, dtype=np.float32))
@@ -144,7 +168,7 @@ class FaissStore:
                 spec.kind, spec.recall, self._settings.faiss_min_recall,
             )
         fields.update(index_kind=spec.kind, index_parameters=spec.parameters, index_recall=spec.recall)
-        build = store.write_build(self.index_dir, manifest_fields=fields, chunks=chunks, index=index)
+        build = faiss_folder.write_build(self.index_dir, manifest_fields=fields, chunks=chunks, index=index)
         self._build, self._name, self._base, self._base_error = build, build.name, build.manifest, None
         self._work = _WorkingSet(chunks, matrix)
         return build.manifest
@@ -152,17 +176,17 @@ class FaissStore:
     # -- internals -----------------------------------------------------------------------------
     def _pin_current(self) -> None:
         """Read CURRENT once: the build this writer starts from, whatever happens to CURRENT."""
-        self._name = store.current_build_name(self.index_dir)
+        self._name = faiss_folder.current_build_name(self.index_dir)
         if self._name is None:
             return
         try:
-            self._base = store.read_build_manifest(self.index_dir, self._name)
+            self._base = faiss_folder.read_build_manifest(self.index_dir, self._name)
         except IndexStoreError as exc:
             self._base_error = exc  # nothing of it can be reused: the writer starts empty
 
     def _committed(self) -> LoadedIndex | None:
         if self._build is None and self._base is not None and self._name is not None:
-            self._build = store.load_build(self.index_dir, self._name)
+            self._build = faiss_folder.load_build(self.index_dir, self._name)
         return self._build
 
     def _require_committed(self) -> LoadedIndex:

@@ -11,16 +11,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from rag import store
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.errors import IndexNotFoundError, LoaderError, RagError
+from rag.errors import LoaderError, RagError
 from rag.retrieval import Retriever
 from rag.types import Chunk, IndexStatus
-from rag.vectorstore import open_store
+from rag.vectorstore import open_store, store_class
 
-# Another process (`rag index` in a terminal) may swap in a build without telling this one: the
-# build pointer is looked at again at most this often. A watcher's report reloads at once.
+# Another process (`rag index` in a terminal) may swap in a build without telling this one: a
+# store serving one build is asked at most this often whether it is stale. A watcher's report
+# reloads at once.
 POINTER_CHECK_SECONDS = 2.0
 DOCUMENT_CACHE_SIZE = 32
 
@@ -34,6 +34,7 @@ class IndexHandle:
         self._lock = threading.RLock()
         self._retriever: Retriever | None = None
         self._checked_at = 0.0
+        self._chunks: tuple[str, list[Chunk]] | None = None  # (build, its chunks)
         self._documents: OrderedDict[tuple[str, str, float], str | None] = OrderedDict()
 
     @property
@@ -51,42 +52,41 @@ class IndexHandle:
             now = time.monotonic()
             if self._retriever is not None and now - self._checked_at < POINTER_CHECK_SECONDS:
                 return self._retriever
-            if self.settings.store != "faiss":
-                # A shared store (a database) always answers from its newest committed build.
-                if self._retriever is None:
-                    self._retriever = Retriever(open_store(self.settings), self._embedder())
-                return self._retriever
             self._checked_at = now
-            name = store.current_build_name(self.settings.index_dir)
-            if name is None:
-                raise IndexNotFoundError(
-                    f"no index in {self.settings.index_dir}; run `rag index` to build it"
-                )
-            if self._retriever is None or self._retriever.index.name != name:
-                self._retriever = self._load()
+            # A store serving one build (FAISS files) goes stale when another is swapped in; a
+            # shared one (a database) always answers from its newest committed build.
+            if self._retriever is None or self._retriever.store.stale():
+                self._retriever = self._open()
             return self._retriever
 
-    def _load(self) -> Retriever:
-        loaded = store.load(self.settings.index_dir)
-        embedder = self._embedder()
-        store.check_compatible(
-            loaded.manifest,
-            embedding_model=embedder.model_id,
-            chunk_tokens=self.settings.chunk_tokens,
-            chunk_overlap=self.settings.chunk_overlap,
-        )
-        return Retriever(loaded, embedder)
+    def _open(self) -> Retriever:
+        """The build in use, checked against the embedder that will search it."""
+        store = open_store(self.settings, check=False)
+        try:
+            embedder = self._embedder()
+            store.check_compatible(embedder.model_id, self.settings.chunk_tokens, self.settings.chunk_overlap)
+        except BaseException:
+            store.close()
+            raise
+        return Retriever(store, embedder)
 
     @property
     def build(self) -> str:
         """The name of the build in use."""
-        index = self.retriever().index
-        return index.name if isinstance(index, store.LoadedIndex) else str(index.stats().build)
+        return str(self.retriever().store.stats().build)
 
-    def chunks(self) -> list[Chunk] | None:
-        """Every chunk of the build in use when it is held in memory (a file store), else None."""
-        index = self.retriever().index
-        return index.chunks if isinstance(index, store.LoadedIndex) else None
+    def chunks(self) -> list[Chunk]:
+        """Every chunk of the build in use, in the manifest's order (read once per build)."""
+        store = self.retriever().store
+        build = str(store.stats().build)
+        with self._lock:
+            if self._chunks is not None and self._chunks[0] == build:
+                return self._chunks[1]
+        with store.snapshot() as pinned:  # the build's name and its chunks from one build
+            build, chunks = str(pinned.stats().build), pinned.all_chunks()
+        with self._lock:
+            self._chunks = (build, chunks)
+        return chunks
 
     def sources(self) -> list[str]:
         return sorted(self.retriever().manifest.documents)
@@ -127,12 +127,8 @@ class IndexHandle:
 
 def index_status(settings: Settings) -> IndexStatus:
     """What the manifest of the index in use says."""
-    if settings.store == "faiss":
-        manifest = store.read_manifest(settings.index_dir)
-    else:
-        manifest = open_store(settings).manifest()
-    if manifest is None:
-        raise IndexNotFoundError(f"no index in {settings.index_dir}; run `rag index` to build it")
+    kind = store_class(settings)
+    manifest = kind.status_manifest(settings)
     return IndexStatus(
         documents=len(manifest.documents),
         chunks=manifest.chunk_count,
@@ -141,7 +137,7 @@ def index_status(settings: Settings) -> IndexStatus:
         chunk_tokens=manifest.chunk_tokens,
         chunk_overlap=manifest.chunk_overlap,
         built_at=manifest.built_at,
-        index_dir=str(settings.index_dir) if settings.store == "faiss" else settings.store,
+        index_dir=kind.location(settings),
         sources=sorted(manifest.documents),
         index_kind=manifest.index_kind,
         index_parameters=manifest.index_parameters,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ConfigDict
 
-from rag import loaders, store
+from rag import faiss_folder, loaders
 from rag.chunking import CHUNKING_VERSION, TOKENIZER_NAME, Chunker, embedding_text
 from rag.config import Settings
 from rag.embedding import Embedder, canonical_model_id, get_embedder
@@ -104,7 +104,7 @@ def build_index(
     index_dir = settings.index_dir
     index_dir.mkdir(parents=True, exist_ok=True)
     warn = warn or log.warning
-    with store.build_lock(index_dir, lock_timeout, warn):
+    with faiss_folder.build_lock(index_dir, lock_timeout, warn):
         return _build(settings, force, embedder, progress, warn)
 
 
@@ -113,12 +113,14 @@ def prepare(writer: WritableStore, settings: Settings, scan, model_id: str, forc
     """Plan against what the store holds and delete what goes: (plan, skipped, previous build's
     manifest), or the finished report when there is nothing to do. Shared by every engine."""
     previous, unreadable = _previous_manifest(writer)
-    version = getattr(writer, "schema_version", store.SCHEMA_VERSION)
+    version = writer.schema_version
     reason = unreadable or rebuild_reason(previous, settings, model_id, force, schema_version=version)
     plan = plan_build(scan, previous, reason)
     skipped = [*scan.skipped, *_note_unreadable(scan, plan, warn)]
     if not plan.has_work:
-        _sweep(settings)
+        # Nothing to write, but a build killed earlier may have left its half-written work,
+        # which only a write sweeps; sweep here too (the lock is held).
+        writer.sweep()
         return IndexReport(
             unchanged=plan.kept,
             skipped=skipped,
@@ -152,8 +154,7 @@ def _build(settings: Settings, force: bool, embedder: Embedder | None, progress:
     finally:
         # A store holding connections (PostgreSQL: the build's transaction and its lock) lets
         # them go now, not when the garbage collector gets to it.
-        if hasattr(writer, "close"):
-            writer.close()
+        writer.close()
 
 
 # -- the steps -----------------------------------------------------------------------------------
@@ -173,9 +174,9 @@ def scan_seeds(seeds_dir) -> Scan:
 
 
 def rebuild_reason(previous: Manifest | None, settings: Settings, model_id: str, force: bool, *,
-                   schema_version: int = store.SCHEMA_VERSION) -> str | None:
+                   schema_version: int) -> str | None:
     """Why the store's build cannot be reused, or None when it can (or there is none);
-    `schema_version` is the format the store writes (its `schema_version`, FAISS's by default)."""
+    `schema_version` is the format the store writes (its `schema_version`)."""
     if previous is None:
         return None
     if force:
@@ -267,7 +268,7 @@ def manifest_fields(settings: Settings, embedder: Embedder, documents: dict[str,
         "chunk_overlap": settings.chunk_overlap,
         "tokenizer": TOKENIZER_NAME,
         "documents": dict(sorted(documents.items())),
-        "library_versions": {**store.library_versions(), CHUNKING_KEY: str(CHUNKING_VERSION)},
+        "library_versions": {**faiss_folder.library_versions(), CHUNKING_KEY: str(CHUNKING_VERSION)},
         "seconds": seconds,
     }
 
@@ -301,13 +302,6 @@ def _delete(writer: WritableStore, plan: Plan, scan: Scan, previous: Manifest | 
     plan = plan_build(scan, previous, "the previous index is unreadable")
     writer.delete_documents(plan.to_delete)  # every document: nothing of the old build is read
     return plan
-
-
-def _sweep(settings: Settings) -> None:
-    """Nothing to write, but a build killed earlier may have left its half-written folder, which
-    only a write sweeps; sweep here too (the lock is held)."""
-    if settings.store == "faiss":
-        store.collect_garbage(settings.index_dir)
 
 
 def _report(plan: Plan, collected: Collected, skipped: list[str], manifest: Manifest, started: float) -> IndexReport:

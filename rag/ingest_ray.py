@@ -267,14 +267,14 @@ def build_index_ray(
     Connects to `address` (`ray://...` or `host:port`) when given, else starts a local cluster
     (`num_cpus` of this machine); shuts Ray down at the end either way.
     """
-    from rag import indexer, store
+    from rag import faiss_folder, indexer
 
     import_ray()  # say what to install before any work is done
     warn = warn or log.warning
     settings.require_seeds_dir()
     settings.index_dir.mkdir(parents=True, exist_ok=True)
     timeout = indexer.LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    with store.build_lock(settings.index_dir, timeout, warn):
+    with faiss_folder.build_lock(settings.index_dir, timeout, warn):
         cluster = {"address": address, "num_cpus": num_cpus, "actors": actors}
         return _build(settings, cluster, force, warn)
 
@@ -309,8 +309,7 @@ def _build(settings, cluster: dict, force: bool, warn: Callable[[str], None]):
         report = indexer._report(plan, collected, skipped, manifest, started)  # noqa: SLF001
         return report.model_copy(update={"embedded_chunks": written.embedded})
     finally:
-        if hasattr(writer, "close"):  # a database store's transaction and lock go now
-            writer.close()
+        writer.close()  # a database store's transaction and lock go now
 
 
 @dataclass

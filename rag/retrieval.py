@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import bisect
-import contextlib
 import math
 import re
 
 from rag.embedding import Embedder, embed_cached
 from rag.errors import ConfigError
-from rag.faiss_store import FaissStore
-from rag.store import LoadedIndex
 from rag.types import Chunk, Hit, Manifest
+from rag.vectorstore import RRF_K as RRF_K  # re-exported: the fusion constant benchmarks compare with
 from rag.vectorstore import ReadableStore
 
 MODES = ("dense", "bm25", "hybrid")
-RRF_K = 60  # the constant from Cormack et al.; large enough that ranks, not scores, decide
 NEAR_DUPLICATE = 0.9  # word-set Jaccard above which two passages say the same thing
 
 
 class Retriever:
-    """Searches one store (or one loaded FAISS build); cheap to create, holds no other state."""
+    """Searches one store; cheap to create, holds no other state."""
 
-    def __init__(self, index: ReadableStore | LoadedIndex, embedder: Embedder) -> None:
-        self.index = index  # as given: a LoadedIndex keeps its `.manifest` attribute
-        self.store: ReadableStore = FaissStore.of(index) if isinstance(index, LoadedIndex) else index
+    def __init__(self, store: ReadableStore, embedder: Embedder) -> None:
+        self.store = store
         self.embedder = embedder
 
     @property
@@ -38,44 +34,7 @@ class Retriever:
             raise ConfigError(f"RAG_RETRIEVAL_MODE: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         depth = max(top_k * 4, 20)
         qvec = embed_cached(self.embedder, [query])[0]
-        if mode == "hybrid" and hasattr(self.store, "hybrid_search"):  # one round trip (PostgreSQL)
-            return _dedupe(self.store.hybrid_search(qvec, query, depth), top_k)
-        # Several reads: a store that serves builds committed meanwhile (PostgreSQL) pins one for them.
-        with getattr(self.store, "snapshot", contextlib.nullcontext)():
-            dense = self.store.search(qvec, depth) if mode in ("dense", "hybrid") else []
-            lexical = self.store.lexical_search(query, depth) if mode in ("bm25", "hybrid") else []
-            ranked = _fuse(dense, lexical, mode)
-            if not ranked:
-                return []
-            ids = [cid for cid, _ in ranked]
-            chunks = self.store.chunks(ids)
-            # The relevance floor reads the cosine whatever the ranking mode, so it is computed for all.
-            cosine = (self.store.vectors(ids) @ qvec).astype(float).tolist()
-        bm25_by_id = dict(lexical)
-        hits = [
-            Hit(
-                chunk=chunk,
-                score=round(score, 6),
-                dense_score=round(cos, 6),
-                bm25_score=round(bm25_by_id[cid], 6) if cid in bm25_by_id else None,
-                rank=rank,
-            )
-            for rank, ((cid, score), chunk, cos) in enumerate(zip(ranked, chunks, cosine), start=1)
-        ]
-        return _dedupe(hits, top_k)
-
-
-def _fuse(dense: list[tuple[str, float]], lexical: list[tuple[str, float]], mode: str) -> list[tuple[str, float]]:
-    """One ranking: a single list as is, or both by reciprocal rank fusion (ties by id)."""
-    if mode == "dense":
-        return dense
-    if mode == "bm25":
-        return lexical
-    fused: dict[str, float] = {}
-    for results in (dense, lexical):
-        for rank, (cid, _) in enumerate(results, start=1):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+        return _dedupe(self.store.ranked(qvec, query, depth, mode), top_k)
 
 
 def _words(text: str) -> set[str]:

@@ -6,6 +6,7 @@ fixed, initially empty place (a folder, a database), called as
     open_store()                      # readable, checked against the settings
     open_store(writable=True)         # writable, starting from what is committed
     open_store(embedding_model="x")   # keyword arguments override the settings
+    open_store(check=False)           # readable, not checked against the settings
 
 with the settings' embedding model set to MODEL unless overridden. A store passes the contract
 when every function of CHECKS returns without raising; tests/test_store_contract.py runs them for
@@ -23,7 +24,7 @@ import pytest
 
 from rag.errors import IndexMismatchError, IndexNotFoundError, IndexStoreError, RagError
 from rag.types import Chunk, DocumentEntry
-from rag.vectorstore import ReadableStore, WritableStore
+from rag.vectorstore import ReadableStore, WritableStore, fuse
 
 MODEL = "hashing-16"
 DIM = 16
@@ -104,10 +105,9 @@ def _ids(results: list[tuple[str, float]]) -> list[str]:
 
 
 def _close(store: Any) -> None:
-    """Let go of a writer that will not commit (a store holding a build lock offers `close`)."""
-    close = getattr(store, "close", None)
-    if close is not None:
-        close()
+    """Let go of a writer that will not commit (every store has `close`; a store holding a build
+    lock lets it go)."""
+    store.close()
 
 
 # -- the checks ----------------------------------------------------------------------------------
@@ -303,6 +303,75 @@ def check_headers_are_kept_and_searched_with_the_text(open_store: OpenStore) -> 
     assert reader.lexical_search("Leon cider", 10)[0][0] == under[2].id  # header and text words together
 
 
+def check_all_chunks_are_the_build_s_in_manifest_order(open_store: OpenStore) -> None:
+    docs = write(open_store, ["notes/c.pdf", "a.txt", "b.md"])
+    reader = open_store()
+    in_order = [c for path in sorted(docs) for c in docs[path]]
+    assert reader.all_chunks() == in_order  # whole chunks, metadata included
+    writer = open_store(writable=True)
+    writer.delete_documents(["a.txt"])
+    writer.commit(fields({p: c for p, c in docs.items() if p != "a.txt"}))
+    writer.close()
+    assert open_store().all_chunks() == docs["b.md"] + docs["notes/c.pdf"]
+
+
+def check_hybrid_search_fuses_both_searches_by_reciprocal_rank(open_store: OpenStore) -> None:
+    docs = write(open_store, ["a.txt", "b.md", "notes/c.pdf"])
+    reader = open_store()
+    every = [c for chunks in docs.values() for c in chunks]
+    vector, query = vectors_for(every)[5], "bread lava orchard"
+    for k in (3, 12):
+        expected = fuse(reader.search(vector, k), reader.lexical_search(query, k), "hybrid")[:k]
+        hits = reader.hybrid_search(vector, query, k)
+        assert [h.chunk.id for h in hits] == [cid for cid, _ in expected]
+        assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-6)
+        assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+        for hit in hits:
+            assert hit.chunk == reader.chunks([hit.chunk.id])[0]
+            assert hit.dense_score == pytest.approx(float(reader.vectors([hit.chunk.id])[0] @ vector), abs=ATOL)
+    lexical = dict(reader.lexical_search(query, 12))
+    assert {h.chunk.id for h in reader.hybrid_search(vector, query, 12) if h.bm25_score is not None} <= set(lexical)
+
+
+def check_ranked_is_one_search_or_both(open_store: OpenStore) -> None:
+    docs = write(open_store, ["a.txt", "b.md", "notes/c.pdf"])
+    reader = open_store()
+    vector = vectors_for(docs["b.md"])[1]
+    dense = reader.ranked(vector, "sourdough starter", 4, "dense")
+    assert [h.chunk.id for h in dense] == _ids(reader.search(vector, 4))
+    assert all(h.bm25_score is None for h in dense)
+    words = reader.ranked(vector, "sourdough starter", 4, "bm25")
+    assert [h.chunk.id for h in words] == _ids(reader.lexical_search("sourdough starter", 4))
+    assert all(h.bm25_score is not None and h.dense_score < 0.5 for h in words)  # cosine to another text
+    both = {h.chunk.id for h in reader.ranked(vector, "sourdough starter", 4, "hybrid")}
+    assert {h.chunk.id for h in dense[:1] + words[:1]} <= both
+    assert reader.ranked(vector, "quantum chromodynamics", 4, "bm25") == []
+
+
+def check_the_other_abilities_have_working_defaults(open_store: OpenStore) -> None:
+    write(open_store, ["a.txt", "b.md"])
+    reader = open_store()
+    with reader.snapshot() as pinned:
+        assert pinned.manifest() == reader.manifest()
+        assert pinned.all_chunks() == reader.all_chunks()
+    assert reader.schema_version == reader.manifest().schema_version
+    assert not reader.stale()  # nothing committed since it was opened
+    reader.check_compatible(MODEL, CHUNK_TOKENS, CHUNK_OVERLAP)
+    with pytest.raises(IndexMismatchError):
+        reader.check_compatible("hashing-32", CHUNK_TOKENS, CHUNK_OVERLAP)
+    with pytest.raises(IndexMismatchError):
+        reader.check_compatible(MODEL, CHUNK_TOKENS + 1, CHUNK_OVERLAP)
+    unchecked = open_store(check=False, embedding_model="hashing-32")  # the caller checks
+    assert unchecked.manifest().embedding_model == MODEL
+    unchecked.close()
+    writer = open_store(writable=True)
+    writer.sweep()  # nothing half-written to tidy: the build in use is untouched
+    writer.close()
+    assert set(open_store().manifest().documents) == {"a.txt", "b.md"}
+    reader.close()
+    reader.close()  # closing twice is harmless
+
+
 CHECKS = [
     check_empty_store,
     check_commit_returns_the_manifest,
@@ -319,4 +388,8 @@ CHECKS = [
     check_a_manifest_that_lists_other_chunks_is_refused,
     check_a_full_rebuild_may_change_model_and_dimension,
     check_headers_are_kept_and_searched_with_the_text,
+    check_all_chunks_are_the_build_s_in_manifest_order,
+    check_hybrid_search_fuses_both_searches_by_reciprocal_rank,
+    check_ranked_is_one_search_or_both,
+    check_the_other_abilities_have_working_defaults,
 ]

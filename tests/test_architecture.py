@@ -143,3 +143,91 @@ def test_the_public_api_check_finds_a_module_import() -> None:
     assert _private_library_imports("def f():\n    import rag.generation.base", modules) == ["rag.generation.base"]
     assert _private_library_imports("from rag import generation, Rag", modules) == ["rag.generation"]
     assert _private_library_imports("from rag import Rag, ask\nimport rag", modules) == []
+
+
+# -- the vector-store protocol is all the rest of the code knows of a store ---------------------------
+STORE_PROTOCOL = "rag.vectorstore"
+STORE_USERS = ("rag.retrieval", "rag.index_handle")  # search and serve through the protocol only
+STORE_WRITERS = ("rag.indexer", "rag.ingest_ray")  # build through it (and take the folder's build lock)
+FOLDER_MODULES = {"rag.faiss_folder", "rag.faiss_index"}  # the FAISS store's own files
+
+
+def _store_registry() -> dict[str, str]:
+    """STORES from rag/vectorstore.py (name -> "module:class"), read from the source."""
+    tree = ast.parse((ROOT / "rag" / "vectorstore.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+        if any(isinstance(t, ast.Name) and t.id == "STORES" for t in targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("rag/vectorstore.py has no STORES registry")
+
+
+def _store_name_comparisons(tree: ast.AST, names: set[str]) -> list[str]:
+    """`x == "faiss"`, `settings.store != ...`, `... in ("faiss", "postgres")`: a store named as a string."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        named = any(isinstance(o, ast.Constant) and o.value in names for o in operands) or any(
+            isinstance(c, ast.Constant) and c.value in names
+            for o in operands if isinstance(o, (ast.Tuple, ast.List, ast.Set)) for c in o.elts
+        )
+        setting = any(isinstance(o, ast.Attribute) and o.attr == "store" and "settings" in ast.unparse(o.value)
+                      for o in operands)
+        if named or setting:
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def _store_knowledge(tree: ast.AST, concrete: set[str], classes: set[str]) -> list[str]:
+    """Imports of a concrete store's modules (anywhere, deferred ones too), `hasattr`, and
+    `isinstance` against a store class."""
+    found = []
+    for node in ast.walk(tree):
+        modules: list[str] = []
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        named = [m for m in modules if any(m == c or m.startswith(c + ".") for c in concrete)]
+        if named:
+            found.append(f"line {node.lineno}: imports {named[0]}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id == "hasattr":
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+            elif node.func.id == "isinstance" and len(node.args) == 2:
+                kinds = {n.id if isinstance(n, ast.Name) else n.attr
+                         for n in ast.walk(node.args[1]) if isinstance(n, (ast.Name, ast.Attribute))}
+                if kinds & classes or any(k.endswith("Store") for k in kinds):
+                    found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_only_the_store_registry_knows_the_stores_by_name_and_kind() -> None:
+    registry = _store_registry()
+    names = set(registry)
+    concrete = {target.partition(":")[0] for target in registry.values()} | FOLDER_MODULES
+    classes = {target.partition(":")[2] for target in registry.values()} | {"LoadedIndex"}
+    modules = _modules()
+    compared = {name: hits for name, path in modules.items()
+                if name.startswith("rag") and name != STORE_PROTOCOL
+                and (hits := _store_name_comparisons(ast.parse(path.read_text(encoding="utf-8")), names))}
+    assert not compared, f"a store compared by its name outside {STORE_PROTOCOL}'s STORES: {compared}"
+    for name in STORE_USERS:
+        knows = _store_knowledge(ast.parse(modules[name].read_text(encoding="utf-8")), concrete, classes)
+        assert not knows, f"{name} must use only the store protocol: {knows}"
+    for name in STORE_WRITERS:
+        asks = _store_knowledge(ast.parse(modules[name].read_text(encoding="utf-8")), set(), classes)
+        assert not asks, f"{name} must call the store's methods, each of which has a default: {asks}"
+
+
+def test_the_store_checks_find_what_they_look_for() -> None:
+    compared = ast.parse('if settings.store == "faiss": pass\nok = kind != "postgres"\nx = store in ("faiss",)\n'
+                         'fine = mode == "dense"')
+    assert len(_store_name_comparisons(compared, {"faiss", "postgres"})) == 3
+    knows = ast.parse("from rag import faiss_folder\nimport rag.postgres.store\n"
+                      "def f(s):\n    from rag.faiss_store import FaissStore\n"
+                      "    return hasattr(s, 'close') or isinstance(s, LoadedIndex) or isinstance(s, str)")
+    found = _store_knowledge(knows, {"rag.faiss_folder", "rag.faiss_store", "rag.postgres"}, {"LoadedIndex"})
+    assert len(found) == 5, found

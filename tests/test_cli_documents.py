@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag import cli, store
+from rag import cli, faiss_folder as store
 
 DANUBE = "The Danube flows through ten countries.\nVienna and Budapest stand on the Danube.\n"
 

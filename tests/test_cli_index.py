@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rag import store
+from rag import faiss_folder as store
 
 SEEDS_DIR = Path(__file__).resolve().parents[1] / "seeds"
 REPORT_KEYS = {"added", "changed", "removed", "unchanged", "chunks", "embedded_chunks", "seconds"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import docx
 import pytest
 
-from rag import documents, store
+from rag import documents, faiss_folder as store
 from rag.config import load_settings
 from rag.documents import AddResult, add_documents, remove_documents
 from rag.errors import ConfigError, IndexLockedError, RagError, UploadError

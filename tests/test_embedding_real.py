@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import store
+from rag import faiss_folder as store
 from rag.chunking import embedding_text
 from rag.config import DEFAULT_EMBEDDING_MODEL
 from rag.embedding import HashingEmbedder, canonical_model_id, get_embedder

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rag import store
+from rag import faiss_folder as store
 from rag.config import Settings
 from rag.embedding import HashingEmbedder
 from rag.errors import IndexCorruptError
@@ -118,7 +118,7 @@ def forkserver():
     one takes milliseconds, so kills land in the build and not in `import faiss`."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["rag.indexer", "rag.store", "rag.lexical", "rag.chunking", "faiss", "bm25s", __name__]
+        ["rag.indexer", "rag.faiss_folder", "rag.lexical", "rag.chunking", "faiss", "bm25s", __name__]
     )
     # Read once, when the fork server starts. Python 3.11's fork server ignores the sys.path it is
     # handed, so this folder goes in through PYTHONPATH for it to import this module.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rag import loaders, store
+from rag import faiss_folder as store, loaders
 from rag.chunking import Chunker, Headers, embedding_text
 from rag.embedding import HashingEmbedder
 from rag.errors import IndexMismatchError
@@ -216,11 +216,12 @@ def test_postgres_tables_from_before_headers_are_brought_up_and_rebuilt(make_set
 # -- the real embedding model ------------------------------------------------------------------------
 @pytest.mark.integration
 def test_a_question_naming_a_commenter_finds_his_comment_in_the_seeds(make_settings, seeds_copy, real_embedder) -> None:
+    from rag.faiss_store import FaissStore
     from rag.retrieval import Retriever
 
     settings = make_settings(embedding_model=real_embedder.model_id)
     build_index(settings, embedder=real_embedder)
-    [top, *_] = Retriever(store.load(settings.index_dir), real_embedder).search(
+    [top, *_] = Retriever(FaissStore.of(store.load(settings.index_dir)), real_embedder).search(
         "What does Leon Liao say about the Cold War?", top_k=5)
     # The part of his comment that never names him, found through the name line above it.
     assert top.chunk.source == "000_2cc7a2ca98addbf3.txt" and top.chunk.header == COMMENT_HEADER

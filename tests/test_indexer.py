@@ -10,26 +10,27 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rag import store
+from rag import faiss_folder
 from rag.embedding import HashingEmbedder
 from rag.errors import IndexMismatchError, IndexNotFoundError
 from rag.indexer import Scan, ScannedFile, build_index, plan_build
+from rag.vectorstore import BaseStore, check_manifest
 
 
 def _chunk_counts(index_dir: Path) -> dict[str, int]:
-    manifest = store.read_manifest(index_dir)
+    manifest = faiss_folder.read_manifest(index_dir)
     assert manifest is not None
     return {rel: len(entry.chunk_ids) for rel, entry in manifest.documents.items()}
 
 
 def _vectors_by_id(index_dir: Path) -> dict[str, np.ndarray]:
-    loaded = store.load(index_dir)
+    loaded = faiss_folder.load(index_dir)
     vectors = loaded.vectors()
     return {c.id: vectors[i] for i, c in enumerate(loaded.chunks)}
 
 
 def _build_list(index_dir: Path) -> list[str]:
-    return sorted(p.name for p in (index_dir / store.BUILDS).iterdir())
+    return sorted(p.name for p in (index_dir / faiss_folder.BUILDS).iterdir())
 
 
 def test_first_build_embeds_everything_once(make_settings, seeds_copy, counting_embedder) -> None:
@@ -48,7 +49,7 @@ def test_first_build_embeds_everything_once(make_settings, seeds_copy, counting_
 def test_no_change_rebuild_writes_nothing(make_settings, seeds_copy, counting_embedder) -> None:
     settings = make_settings()
     first = build_index(settings, embedder=counting_embedder)
-    builds, current = _build_list(settings.index_dir), store.current_build_name(settings.index_dir)
+    builds, current = _build_list(settings.index_dir), faiss_folder.current_build_name(settings.index_dir)
     embedded = counting_embedder.texts_embedded
     again = build_index(settings, embedder=counting_embedder)
     assert again.wrote is False
@@ -57,7 +58,7 @@ def test_no_change_rebuild_writes_nothing(make_settings, seeds_copy, counting_em
     assert again.embedded_chunks == 0 and again.chunks == first.chunks
     assert counting_embedder.texts_embedded == embedded
     assert _build_list(settings.index_dir) == builds
-    assert store.current_build_name(settings.index_dir) == current
+    assert faiss_folder.current_build_name(settings.index_dir) == current
 
 
 def test_touch_without_content_change_is_unchanged(make_settings, seeds_copy, counting_embedder) -> None:
@@ -90,7 +91,7 @@ def test_change_one_file_embeds_only_its_chunks(make_settings, seeds_copy, count
     assert report.wrote and report.full_rebuild_reason is None
 
     after_vectors = _vectors_by_id(settings.index_dir)
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     for chunk in loaded.chunks:
         if chunk.source == victim:
             assert chunk.id not in before_vectors
@@ -120,7 +121,7 @@ def test_add_and_delete_files(make_settings, seeds_copy, counting_embedder) -> N
     assert removed.removed == [victim]
     assert removed.embedded_chunks == counting_embedder.texts_embedded == 0
     assert removed.chunks == added.chunks - counts[victim]
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     assert victim not in loaded.manifest.documents
     assert all(c.source != victim for c in loaded.chunks)
     assert len(loaded.chunks) == loaded.faiss_index.ntotal == removed.chunks
@@ -153,7 +154,7 @@ def test_incremental_equals_fresh_build(make_settings, seeds_copy, tmp_path: Pat
 
     fresh = make_settings(index_dir=tmp_path / "fresh-index")
     build_index(fresh, embedder=embedder)
-    a, b = store.load(settings.index_dir), store.load(fresh.index_dir)
+    a, b = faiss_folder.load(settings.index_dir), faiss_folder.load(fresh.index_dir)
     assert a.manifest.documents == b.manifest.documents
     assert sorted(c.model_dump_json() for c in a.chunks) == sorted(c.model_dump_json() for c in b.chunks)
     va, vb = _vectors_by_id(settings.index_dir), _vectors_by_id(fresh.index_dir)
@@ -175,7 +176,7 @@ def test_model_change_triggers_full_rebuild(make_settings, seeds_copy) -> None:
     assert report.embedded_chunks == report.chunks == first.chunks
     assert sorted(report.added) == sorted(first.added)
     assert any("full rebuild" in w for w in warnings)
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     assert loaded.manifest.embedding_model == "hashing-128"
     assert loaded.vectors().shape == (first.chunks, 128)
 
@@ -188,7 +189,7 @@ def test_chunking_change_triggers_full_rebuild(make_settings, seeds_copy, counti
     assert report.full_rebuild_reason is not None and "chunking" in report.full_rebuild_reason
     assert f"{tokens}/{overlap}" in report.full_rebuild_reason
     assert report.embedded_chunks == report.chunks == counting_embedder.texts_embedded
-    manifest = store.read_manifest(make_settings().index_dir)
+    manifest = faiss_folder.read_manifest(make_settings().index_dir)
     assert manifest is not None and (manifest.chunk_tokens, manifest.chunk_overlap) == (tokens, overlap)
 
 
@@ -203,7 +204,7 @@ def test_a_new_chunking_version_triggers_full_rebuild(make_settings, seeds_copy,
     new = indexer.CHUNKING_VERSION
     assert report.full_rebuild_reason == f"the chunking changed (version {new - 1} -> {new})"
     assert report.embedded_chunks == report.chunks == first.chunks == counting_embedder.texts_embedded
-    manifest = store.read_manifest(make_settings().index_dir)
+    manifest = faiss_folder.read_manifest(make_settings().index_dir)
     assert manifest is not None and manifest.library_versions[indexer.CHUNKING_KEY] == str(new)
 
 
@@ -217,12 +218,12 @@ def test_force_re_embeds_everything(make_settings, seeds_copy, counting_embedder
 def test_mismatched_settings_on_load(make_settings, seeds_copy) -> None:
     settings = make_settings(embedding_model="hashing-256")
     build_index(settings)
-    manifest = store.load(settings.index_dir).manifest
+    manifest = faiss_folder.load(settings.index_dir).manifest
     with pytest.raises(IndexMismatchError) as info:
-        store.check_compatible(manifest, embedding_model="hashing-128", chunk_tokens=180, chunk_overlap=30)
+        check_manifest(manifest, embedding_model="hashing-128", chunk_tokens=180, chunk_overlap=30)
     assert "Run `rag index`" in str(info.value)
     with pytest.raises(IndexMismatchError, match="RAG_CHUNK_OVERLAP"):
-        store.check_compatible(manifest, embedding_model="hashing-256", chunk_tokens=180, chunk_overlap=20)
+        check_manifest(manifest, embedding_model="hashing-256", chunk_tokens=180, chunk_overlap=20)
 
 
 def test_file_turning_binary_is_removed(make_settings, seeds_copy, counting_embedder) -> None:
@@ -233,7 +234,7 @@ def test_file_turning_binary_is_removed(make_settings, seeds_copy, counting_embe
     warnings: list[str] = []
     report = build_index(settings, embedder=counting_embedder, warn=warnings.append)
     assert victim in report.removed
-    assert victim not in store.load(settings.index_dir).manifest.documents
+    assert victim not in faiss_folder.load(settings.index_dir).manifest.documents
     assert any(victim in w and "binary" in w for w in warnings)
 
 
@@ -244,7 +245,7 @@ def test_empty_seeds_folder_gives_empty_index(make_settings, seeds_copy, countin
         path.unlink()
     report = build_index(settings, embedder=counting_embedder)
     assert report.wrote and report.chunks == 0 and len(report.removed) == 5
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     assert loaded.chunks == [] and loaded.manifest.documents == {}
 
 
@@ -255,7 +256,7 @@ def test_rows_follow_the_manifest_after_incremental_builds(make_settings, seeds_
     (seeds_copy / "000_2cc7a2ca98addbf3.txt").write_text("Replaced text. Nothing else.\n", encoding="utf-8")
     (seeds_copy / "a_first.txt").write_text("Sorted first. New file.\n", encoding="utf-8")
     build_index(settings)
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     assert [c.id for c in loaded.chunks] == [
         cid for entry in loaded.manifest.documents.values() for cid in entry.chunk_ids
     ]
@@ -277,7 +278,7 @@ def _manifest(files: dict[str, str]):
     from rag.types import DocumentEntry, Manifest
 
     return Manifest(
-        schema_version=store.SCHEMA_VERSION, embedding_model="hashing-256", dimension=256,
+        schema_version=faiss_folder.SCHEMA_VERSION, embedding_model="hashing-256", dimension=256,
         max_model_tokens=256, chunk_tokens=180, chunk_overlap=30, tokenizer="cl100k_base",
         documents={rel: DocumentEntry(path=rel, content_hash=content_hash(t.encode()), chunk_ids=[f"{rel}#0"],
                                       kind="txt") for rel, t in files.items()},
@@ -312,9 +313,10 @@ def test_a_full_rebuild_plan_discards_the_whole_previous_build() -> None:
 
 
 # -- the indexer writes through the store protocol only ---------------------------------------------
-class RecordingStore:
+class RecordingStore(BaseStore):
     """A WritableStore kept in a dict, recording what the indexer asks of it; it cannot be searched,
-    so a build that read from the store other than through manifest() would fail here."""
+    so a build that read from the store other than through manifest() would fail here. Only what
+    every store must implement is here: the rest (close, sweep, schema_version) is BaseStore's."""
 
     kind = "memory"
 
@@ -349,7 +351,7 @@ class RecordingStore:
         seconds = fields.pop("seconds")
         listed = {cid for e in fields["documents"].values() for cid in e.chunk_ids}
         assert listed == set(self.pending)
-        manifest = Manifest(schema_version=store.SCHEMA_VERSION, chunk_count=len(self.pending),
+        manifest = Manifest(schema_version=faiss_folder.SCHEMA_VERSION, chunk_count=len(self.pending),
                             built_at=datetime.now(timezone.utc), build_seconds=seconds, files={}, **fields)
         self.place.update(manifest=manifest, chunks=dict(self.pending))
         self.place["calls"].append(("commit", len(self.pending)))
@@ -362,7 +364,7 @@ def test_another_store_gets_the_same_incremental_builds(make_settings, seeds_cop
     settings = make_settings()
     first = build_index(settings)
     assert place["calls"] == [("delete", []), ("add", first.chunks), ("commit", first.chunks)]
-    assert not (settings.index_dir / store.BUILDS).exists()  # nothing went to the FAISS folders
+    assert not (settings.index_dir / faiss_folder.BUILDS).exists()  # nothing went to the FAISS folders
 
     place["calls"].clear()
     changed, gone = "001_508b4d799a7d30db.txt", "004_6cce297e4ca185f7.txt"
@@ -380,21 +382,22 @@ def test_another_store_gets_the_same_incremental_builds(make_settings, seeds_cop
 # -- approximate FAISS indexes through the indexer ---------------------------------------------------
 def test_a_corpus_over_the_flat_limit_gets_an_hnsw_index_that_answers(make_settings, seeds_copy) -> None:
     from rag.embedding import HashingEmbedder
+    from rag.faiss_store import FaissStore
     from rag.retrieval import Retriever
 
     settings = make_settings(faiss_flat_max=5, chunk_tokens=24, chunk_overlap=0)
     report = build_index(settings)
     assert report.chunks > 5
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     manifest = loaded.manifest
     assert manifest.index_kind == "hnsw"
     assert set(manifest.index_parameters) == {"M", "efConstruction", "efSearch"}
     assert manifest.index_recall is not None and manifest.index_recall >= settings.faiss_min_recall
-    retriever = Retriever(loaded, HashingEmbedder(256))
+    retriever = Retriever(FaissStore.of(loaded), HashingEmbedder(256))
     target = loaded.chunks[len(loaded.chunks) // 2]
     assert retriever.search(target.text, top_k=3, mode="dense")[0].chunk.source == target.source
 
     (seeds_copy / "extra.txt").write_text("A new file about lighthouses and their keepers.\n", encoding="utf-8")
     again = build_index(settings)
     assert again.embedded_chunks == 1
-    assert store.read_manifest(settings.index_dir).index_kind == "hnsw"
+    assert faiss_folder.read_manifest(settings.index_dir).index_kind == "hnsw"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag import loaders, store
+from rag import faiss_folder as store, loaders
 from rag.chunking import Chunker
 from rag.indexer import build_index
 from rag.loaders import Skip, SourceFile

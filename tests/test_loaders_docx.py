@@ -10,7 +10,7 @@ from pathlib import Path
 import docx
 import pytest
 
-from rag import loaders, store
+from rag import faiss_folder as store, loaders
 from rag.errors import LoaderError
 from rag.indexer import build_index
 from rag.loaders import Skip, SourceFile

@@ -103,7 +103,7 @@ def open_pg(request, make_settings, pg_database):
     """The contract's `open_store` for this test's database, with full or half-precision vectors."""
     from rag.vectorstore import open_store
 
-    def open_(*, writable: bool = False, **overrides: object):
+    def open_(*, writable: bool = False, check: bool = True, **overrides: object):
         values: dict[str, object] = {
             "store": "postgres",
             "database_url": pg_database,
@@ -111,7 +111,7 @@ def open_pg(request, make_settings, pg_database):
             "pg_vector_type": request.param,
         }
         values.update(overrides)
-        return open_store(make_settings(**values), writable=writable)
+        return open_store(make_settings(**values), writable=writable, check=check)
 
     return open_
 
@@ -161,14 +161,14 @@ def test_indexed_chunks_come_back_whole_and_are_found_by_vector_and_by_words(cor
 
 def test_hybrid_search_is_the_reciprocal_rank_fusion_of_both_searches(corpus_settings):
     from rag.embedding import HashingEmbedder
-    from rag.retrieval import _fuse
+    from rag.vectorstore import fuse
 
     _build(corpus_settings)
     store = _reader(corpus_settings)
     for question in ("Which volcano erupted in 1947?", "bread dough baking", "Vienna Budapest Danube"):
         qvec = HashingEmbedder(256).embed([question])[0]
         depth = 20
-        expected = _fuse(store.search(qvec, depth), store.lexical_search(question, depth), "hybrid")[:depth]
+        expected = fuse(store.search(qvec, depth), store.lexical_search(question, depth), "hybrid")[:depth]
         hits = store.hybrid_search(qvec, question, depth)
         assert [h.chunk.id for h in hits] == [cid for cid, _ in expected]
         assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-6)
@@ -208,6 +208,67 @@ def test_the_retriever_uses_the_one_query_hybrid_search(corpus_settings):
     assert len(calls) == 1 and hits[0].chunk.source == "volcanoes.txt" and hits[0].rank == 1
     dense = Retriever(store, HashingEmbedder(256)).search("When did Katla last erupt?", top_k=2, mode="dense")
     assert dense[0].chunk.source == "volcanoes.txt" and len(calls) == 1
+
+
+def test_the_index_handle_serves_every_chunk_of_the_newest_build(corpus_settings, in_tmp):
+    from rag.embedding import HashingEmbedder
+    from rag.index_handle import IndexHandle
+
+    _build(corpus_settings)
+    handle = IndexHandle(corpus_settings, lambda: HashingEmbedder(256))
+    store = handle.retriever().store
+    manifest = store.manifest()
+    chunks = handle.chunks()
+    assert [c.id for c in chunks] == [cid for entry in manifest.documents.values() for cid in entry.chunk_ids]
+    assert chunks == store.chunks([c.id for c in chunks]) and handle.chunks() is chunks  # read once per build
+    assert handle.build == store.current_build()
+
+    (in_tmp / "seeds" / "tea.txt").write_text("Green tea steeps for two minutes.\n", encoding="utf-8")
+    _build(corpus_settings)
+    handle.refresh()
+    assert handle.retriever().store is store  # a database store serves its newest build: never reopened
+    assert handle.build == store.current_build() and "tea.txt" in {c.source for c in handle.chunks()}
+
+
+def _readers_connected(url: str, *, expect: int | None = None, settle: float = 5.0) -> int:
+    """How many pooled read connections (`rag`) the database has (waiting for `expect`)."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rag' AND datname = current_database()"
+    deadline = time.monotonic() + settle
+    while (count := _sql(url, query)[0][0]) != expect and expect is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # a closed connection's server process takes a moment to exit
+    return count
+
+
+def test_reads_and_snapshots_borrow_from_one_bounded_pool(pg_database):
+    from rag.embedding import HashingEmbedder
+    from rag.postgres import PostgresStore
+    from rag.postgres.connection import POOL_SIZE
+    from rag.retrieval import Retriever
+
+    _write_build(pg_database, {f"d{i}.txt": f"volcano ash number {i}" for i in range(8)}, "v1")
+    reader = PostgresStore(pg_database)
+    retriever = Retriever(reader, HashingEmbedder(256))
+    for mode in ("dense", "bm25", "hybrid") * 3:  # dense and bm25 read in a snapshot each time
+        assert retriever.search("volcano ash", top_k=2, mode=mode)
+    assert _readers_connected(pg_database, expect=1) == 1  # every read went back to the pool
+
+    peak, stop = [], threading.Event()
+
+    def search() -> None:
+        while not stop.is_set():
+            retriever.search("volcano ash", top_k=2, mode="dense")
+
+    threads = [threading.Thread(target=search) for _ in range(POOL_SIZE + 4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(10):
+        peak.append(_readers_connected(pg_database))
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert 1 <= max(peak) <= POOL_SIZE  # more threads than connections: they wait their turn
+    reader.close()
+    assert _readers_connected(pg_database, expect=0) == 0
 
 
 # -- builds --------------------------------------------------------------------------------------
@@ -274,7 +335,7 @@ def test_a_build_lets_go_of_its_transaction_and_lock_however_it_ends(corpus_sett
 
 
 def test_the_index_format_compared_is_the_store_s_own(corpus_settings, monkeypatch):
-    from rag import store as faiss_files
+    from rag import faiss_folder as faiss_files
     from rag.postgres import PostgresStore
 
     _build(corpus_settings)

@@ -7,8 +7,9 @@ import pytest
 from rag.errors import ConfigError
 from rag.indexer import build_index
 from rag.pipeline import Rag
-from rag.retrieval import MODES, RRF_K, _dedupe, _fuse, merge_chunks
+from rag.retrieval import MODES, RRF_K, _dedupe, merge_chunks
 from rag.types import Chunk, Hit
+from rag.vectorstore import fuse
 
 from fakes import CORPUS, line_of, write_corpus
 
@@ -72,12 +73,12 @@ def test_bm25_score_is_reported_only_for_lexical_matches(rag):
 def test_rrf_puts_a_row_found_by_both_lists_first():
     dense = [(1, 0.9), (2, 0.8), (3, 0.7)]
     lexical = [(3, 12.0), (4, 11.0)]
-    fused = _fuse(dense, lexical, "hybrid")
+    fused = fuse(dense, lexical, "hybrid")
     assert fused[0][0] == 3
     assert fused[0][1] == pytest.approx(1 / (RRF_K + 3) + 1 / (RRF_K + 1))
     assert {row for row, _ in fused} == {1, 2, 3, 4}
-    assert _fuse(dense, lexical, "dense") == dense
-    assert _fuse(dense, lexical, "bm25") == lexical
+    assert fuse(dense, lexical, "dense") == dense
+    assert fuse(dense, lexical, "bm25") == lexical
 
 
 def _chunk(source: str, text: str, start: int, end: int, ordinal: int = 0) -> Chunk:

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag import store
+from rag import faiss_folder
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from rag.indexer import build_index
+from rag.vectorstore import check_manifest
 
 
 def _write_corpus(folder: Path, files: dict[str, str]) -> None:
@@ -38,7 +39,7 @@ def _small_corpus() -> dict[str, str]:
     }
 
 
-def _contents(loaded: store.LoadedIndex) -> tuple[dict[str, str], int, list[str]]:
+def _contents(loaded: faiss_folder.LoadedIndex) -> tuple[dict[str, str], int, list[str]]:
     docs = {rel: e.content_hash for rel, e in loaded.manifest.documents.items()}
     return docs, len(loaded.chunks), sorted(c.id for c in loaded.chunks)
 
@@ -47,15 +48,15 @@ def test_round_trip(make_settings, hashing_embedder) -> None:
     settings = make_settings()
     _write_corpus(settings.seeds_dir, _small_corpus())
     report = build_index(settings, embedder=hashing_embedder)
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     m = loaded.manifest
-    assert m.schema_version == store.SCHEMA_VERSION
+    assert m.schema_version == faiss_folder.SCHEMA_VERSION
     assert (m.embedding_model, m.dimension) == ("hashing-256", 256)
     assert (m.chunk_tokens, m.chunk_overlap) == (settings.chunk_tokens, settings.chunk_overlap)
     assert m.tokenizer == "cl100k_base"
     assert set(m.documents) == {"a.txt", "b.md", "sub/c.txt"}
     assert m.chunk_count == len(loaded.chunks) == report.chunks
-    assert set(m.files) >= {store.VECTORS, store.CHUNKS}
+    assert set(m.files) >= {faiss_folder.VECTORS, faiss_folder.CHUNKS}
     assert "faiss-cpu" in m.library_versions
     vectors = loaded.vectors()
     assert vectors.shape == (len(loaded.chunks), 256)
@@ -67,82 +68,82 @@ def test_round_trip(make_settings, hashing_embedder) -> None:
 
 def test_no_index_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(IndexNotFoundError, match="rag index"):
-        store.load(tmp_path / "index")
-    assert store.read_manifest(tmp_path / "index") is None
+        faiss_folder.load(tmp_path / "index")
+    assert faiss_folder.read_manifest(tmp_path / "index") is None
 
 
 def _built(make_settings, hashing_embedder):
     settings = make_settings()
     _write_corpus(settings.seeds_dir, _small_corpus())
     build_index(settings, embedder=hashing_embedder)
-    name = store.current_build_name(settings.index_dir)
+    name = faiss_folder.current_build_name(settings.index_dir)
     assert name is not None
-    return settings, store.build_folder(settings.index_dir, name)
+    return settings, faiss_folder.build_folder(settings.index_dir, name)
 
 
 def test_truncated_vectors_is_corrupt(make_settings, hashing_embedder) -> None:
     settings, folder = _built(make_settings, hashing_embedder)
-    vectors = folder / store.VECTORS
+    vectors = folder / faiss_folder.VECTORS
     with vectors.open("r+b") as fh:
         fh.truncate(vectors.stat().st_size // 2)
     with pytest.raises(IndexCorruptError) as info:
-        store.load(settings.index_dir)
+        faiss_folder.load(settings.index_dir)
     assert "rag index --force" in str(info.value)
     # Even without the checksum pass the damage is reported, not raised as a faiss error.
     with pytest.raises(IndexCorruptError, match="rag index --force"):
-        store.load(settings.index_dir, verify=False)
+        faiss_folder.load(settings.index_dir, verify=False)
 
 
 def test_damaged_files_are_corrupt(make_settings, hashing_embedder) -> None:
     settings, folder = _built(make_settings, hashing_embedder)
-    chunks = folder / store.CHUNKS
+    chunks = folder / faiss_folder.CHUNKS
     chunks.write_text(chunks.read_text(encoding="utf-8").replace("Apples", "Oranges"), encoding="utf-8")
     with pytest.raises(IndexCorruptError, match="rag index --force"):
-        store.load(settings.index_dir)
+        faiss_folder.load(settings.index_dir)
 
-    (folder / store.MANIFEST).write_text("{not json", encoding="utf-8")
+    (folder / faiss_folder.MANIFEST).write_text("{not json", encoding="utf-8")
     with pytest.raises(IndexCorruptError, match="rag index --force"):
-        store.load(settings.index_dir)
+        faiss_folder.load(settings.index_dir)
 
     shutil.rmtree(folder)
     with pytest.raises(IndexCorruptError, match="rag index --force"):
-        store.load(settings.index_dir)
+        faiss_folder.load(settings.index_dir)
 
 
 def test_force_rebuild_repairs_corruption(make_settings, hashing_embedder) -> None:
     settings, folder = _built(make_settings, hashing_embedder)
-    (folder / store.VECTORS).write_bytes(b"")
+    (folder / faiss_folder.VECTORS).write_bytes(b"")
     report = build_index(settings, embedder=hashing_embedder, force=True)
     assert report.wrote and report.full_rebuild_reason == "--force was given"
-    assert len(store.load(settings.index_dir).chunks) == report.chunks > 0
+    assert len(faiss_folder.load(settings.index_dir).chunks) == report.chunks > 0
 
 
 def test_check_compatible_says_what_to_do(make_settings, hashing_embedder) -> None:
     settings, _ = _built(make_settings, hashing_embedder)
-    manifest = store.read_manifest(settings.index_dir)
+    manifest = faiss_folder.read_manifest(settings.index_dir)
     assert manifest is not None
-    store.check_compatible(manifest, embedding_model="hashing-256", chunk_tokens=180, chunk_overlap=30)
+    check_manifest(manifest, embedding_model="hashing-256", chunk_tokens=180, chunk_overlap=30)
 
     with pytest.raises(IndexMismatchError) as info:
-        store.check_compatible(manifest, embedding_model="hashing-128", chunk_tokens=180, chunk_overlap=30)
+        check_manifest(manifest, embedding_model="hashing-128", chunk_tokens=180, chunk_overlap=30)
     message = str(info.value)
     assert "hashing-256" in message and "hashing-128" in message
     assert "RAG_EMBEDDING_MODEL" in message and "rag index" in message
 
     with pytest.raises(IndexMismatchError) as info:
-        store.check_compatible(manifest, embedding_model="hashing-256", chunk_tokens=120, chunk_overlap=20)
+        check_manifest(manifest, embedding_model="hashing-256", chunk_tokens=120, chunk_overlap=20)
     message = str(info.value)
     assert "RAG_CHUNK_TOKENS=180" in message and "120" in message and "rag index" in message
 
 
 def test_other_schema_version_is_mismatch(make_settings, hashing_embedder) -> None:
     settings, folder = _built(make_settings, hashing_embedder)
-    path = folder / store.MANIFEST
+    path = folder / faiss_folder.MANIFEST
     data = json.loads(path.read_text(encoding="utf-8"))
-    data["schema_version"] = store.SCHEMA_VERSION + 1
+    data["schema_version"] = faiss_folder.SCHEMA_VERSION + 1
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(IndexMismatchError, match="rag index --force"):
-        store.load(settings.index_dir)
+        faiss_folder.load(settings.index_dir)
 
 
 def test_old_builds_collected(make_settings, hashing_embedder) -> None:
@@ -152,7 +153,7 @@ def test_old_builds_collected(make_settings, hashing_embedder) -> None:
         corpus["a.txt"] += f" Extra sentence {i}."
         _write_corpus(settings.seeds_dir, corpus)
         build_index(settings, embedder=hashing_embedder)
-    builds = settings.index_dir / store.BUILDS
+    builds = settings.index_dir / faiss_folder.BUILDS
     stale_tmp = builds / ".tmp-20000101T000000000000-deadbeef"
     stale_tmp.mkdir()
     (stale_tmp / "vectors.faiss").write_bytes(b"half written")
@@ -160,26 +161,26 @@ def test_old_builds_collected(make_settings, hashing_embedder) -> None:
     _write_corpus(settings.seeds_dir, corpus)
     build_index(settings, embedder=hashing_embedder)
     names = sorted(p.name for p in builds.iterdir())
-    assert len(names) == store.KEEP_BUILDS
-    assert store.current_build_name(settings.index_dir) == names[-1]
+    assert len(names) == faiss_folder.KEEP_BUILDS
+    assert faiss_folder.current_build_name(settings.index_dir) == names[-1]
     assert not list(settings.index_dir.glob(".CURRENT.*"))
 
 
 def test_collect_garbage_keeps_the_build_in_use_and_the_newest(make_settings, hashing_embedder) -> None:
     settings, folder = _built(make_settings, hashing_embedder)
-    builds = settings.index_dir / store.BUILDS
+    builds = settings.index_dir / faiss_folder.BUILDS
     made = [builds / f"2000010{i}T000000000000-0000000{i}" for i in range(3)]
-    made += [builds / "29991231T000000000000-ffffffff", builds / f"{store.TMP_PREFIX}29991231T000000000000-eeeeeeee"]
+    made += [builds / "29991231T000000000000-ffffffff", builds / f"{faiss_folder.TMP_PREFIX}29991231T000000000000-eeeeeeee"]
     for path in made:
         path.mkdir()
-    store.collect_garbage(settings.index_dir)
+    faiss_folder.collect_garbage(settings.index_dir)
     assert sorted(p.name for p in builds.iterdir()) == sorted([folder.name, "29991231T000000000000-ffffffff"])
-    assert len(list(builds.iterdir())) == store.KEEP_BUILDS
+    assert len(list(builds.iterdir())) == faiss_folder.KEEP_BUILDS
 
 
 def test_a_build_with_nothing_to_do_sweeps_half_written_builds(make_settings, hashing_embedder) -> None:
     settings, folder = _built(make_settings, hashing_embedder)
-    half = store.build_folder(settings.index_dir, f"{store.TMP_PREFIX}{store.new_build_name()}")
+    half = faiss_folder.build_folder(settings.index_dir, f"{faiss_folder.TMP_PREFIX}{faiss_folder.new_build_name()}")
     half.mkdir()
     assert build_index(settings, embedder=hashing_embedder).wrote is False
     assert not half.exists() and folder.exists()
@@ -193,7 +194,7 @@ def test_load_during_swap_reads_one_build(make_settings, hashing_embedder, monke
     corpus = _small_corpus()
     _write_corpus(settings.seeds_dir, corpus)
     build_index(settings, embedder=hashing_embedder)
-    before = _contents(store.load(settings.index_dir))
+    before = _contents(faiss_folder.load(settings.index_dir))
 
     real_parse = Manifest.model_validate_json
     fired = []
@@ -208,11 +209,11 @@ def test_load_during_swap_reads_one_build(make_settings, hashing_embedder, monke
         return manifest
 
     monkeypatch.setattr(Manifest, "model_validate_json", parse_then_rebuild)
-    loaded = store.load(settings.index_dir)
+    loaded = faiss_folder.load(settings.index_dir)
     assert fired
     assert _contents(loaded) == before
     monkeypatch.undo()
-    after = store.load(settings.index_dir)
+    after = faiss_folder.load(settings.index_dir)
     assert after.manifest.documents["a.txt"].content_hash != before[0]["a.txt"]
 
 
@@ -242,7 +243,7 @@ def _expected(make_settings, hashing_embedder, tmp_path: Path, version: int):
     settings = make_settings(seeds_dir=tmp_path / f"ref{version}/seeds", index_dir=tmp_path / f"ref{version}/index")
     _write_corpus(settings.seeds_dir, _versioned_corpus(version))
     build_index(settings, embedder=hashing_embedder)
-    return _contents(store.load(settings.index_dir))
+    return _contents(faiss_folder.load(settings.index_dir))
 
 
 def test_killed_builds_leave_old_or_new_index(
@@ -264,8 +265,8 @@ def test_killed_builds_leave_old_or_new_index(
         killed = False
         while proc.poll() is None:
             elapsed = time.perf_counter() - started
-            writing = kill_on_tmp and (index / store.BUILDS).is_dir() and any(
-                p.name.startswith(".tmp-") for p in (index / store.BUILDS).iterdir()
+            writing = kill_on_tmp and (index / faiss_folder.BUILDS).is_dir() and any(
+                p.name.startswith(".tmp-") for p in (index / faiss_folder.BUILDS).iterdir()
             )
             if (kill_after is not None and elapsed >= kill_after) or writing:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -281,7 +282,7 @@ def test_killed_builds_leave_old_or_new_index(
     started = time.perf_counter()
     assert not run(0)
     duration = time.perf_counter() - started
-    state = _contents(store.load(index))
+    state = _contents(faiss_folder.load(index))
     assert state == expected[0]
 
     rnd = random.Random(1234)
@@ -293,7 +294,7 @@ def test_killed_builds_leave_old_or_new_index(
         else:
             killed = run(target, kill_after=rnd.uniform(0.2, 1.0) * duration)
         kills += killed
-        loaded = store.load(index)  # never raises
+        loaded = faiss_folder.load(index)  # never raises
         now = _contents(loaded)
         assert now in (state, expected[target]), f"attempt {attempt}: index is neither old nor new"
         if not killed:
@@ -305,5 +306,5 @@ def test_killed_builds_leave_old_or_new_index(
     # After all that, a normal run finishes the job and leaves no half-written build behind.
     target = 1 - expected.index(state)
     assert not run(target)
-    assert _contents(store.load(index)) == expected[target]
-    assert not [p for p in (index / store.BUILDS).iterdir() if p.name.startswith(".tmp-")]
+    assert _contents(faiss_folder.load(index)) == expected[target]
+    assert not [p for p in (index / faiss_folder.BUILDS).iterdir() if p.name.startswith(".tmp-")]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import store_contract
-from rag import faiss_index, store
+from rag import faiss_folder, faiss_index
 from rag.config import Settings
 from rag.faiss_store import FaissStore
 from rag.types import Chunk, DocumentEntry
@@ -32,9 +32,9 @@ def faiss_settings(tmp_path: Path, **overrides: object) -> Settings:
 def open_faiss(request, tmp_path: Path):
     """The FAISS store at tmp_path/index, forced to one index kind whatever its size."""
 
-    def open_(*, writable: bool = False, **overrides: object):
+    def open_(*, writable: bool = False, check: bool = True, **overrides: object):
         settings = faiss_settings(tmp_path, faiss_index=request.param, **overrides)
-        return open_store(settings, writable=writable)
+        return open_store(settings, writable=writable, check=check)
 
     open_.kind = request.param  # type: ignore[attr-defined]
     return open_
@@ -60,12 +60,16 @@ def test_a_reader_keeps_its_build_after_a_commit(tmp_path: Path) -> None:
     reader = open_()
     writer = open_(writable=True)
     writer.delete_documents(["b.md"])
+    assert not reader.stale()  # nothing committed yet
     writer.commit(store_contract.fields({"a.txt": docs["a.txt"]}))
     assert set(reader.manifest().documents) == {"a.txt", "b.md"}
     basalt = docs["b.md"][1].id
     assert [cid for cid, _ in reader.lexical_search("basalt", 3)] == [basalt]
     assert reader.chunks([basalt]) == [docs["b.md"][1]]
-    assert set(open_().manifest().documents) == {"a.txt"}
+    assert reader.all_chunks() == docs["a.txt"] + docs["b.md"]
+    assert reader.stale()  # so whoever serves it opens the new build
+    fresh = open_()
+    assert set(fresh.manifest().documents) == {"a.txt"} and not fresh.stale()
 
 
 def clustered(n: int, dim: int = 32, centers: int = 12, spread: float = 1.5, seed: int = 0) -> np.ndarray:
@@ -171,10 +175,10 @@ def test_old_manifests_without_an_index_kind_still_load(tmp_path: Path) -> None:
 
     settings = faiss_settings(tmp_path)
     store_contract.write(lambda **kw: open_store(settings, **kw), ["a.txt"])
-    folder = store.build_folder(settings.index_dir, store.current_build_name(settings.index_dir))
-    data = json.loads((folder / store.MANIFEST).read_text(encoding="utf-8"))
+    folder = faiss_folder.build_folder(settings.index_dir, faiss_folder.current_build_name(settings.index_dir))
+    data = json.loads((folder / faiss_folder.MANIFEST).read_text(encoding="utf-8"))
     for key in ("index_kind", "index_parameters", "index_recall"):
         data.pop(key)
-    (folder / store.MANIFEST).write_text(json.dumps(data), encoding="utf-8")
+    (folder / faiss_folder.MANIFEST).write_text(json.dumps(data), encoding="utf-8")
     reader = FaissStore.open(settings)
     assert reader.manifest().index_kind == "flat" and reader.stats().chunks == 4

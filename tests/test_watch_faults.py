@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rag import store
+from rag import faiss_folder as store
 from rag.config import Settings
 from rag.embedding import HashingEmbedder
 from rag.errors import RagError

@@ -177,7 +177,7 @@ def evaluate_beir(
     report = rag.index(progress=progress is not None)
     index_seconds = time.perf_counter() - started
     retriever = rag.retriever()
-    manifest = retriever.index.manifest
+    manifest = retriever.manifest
     reused = report.embedded_chunks == 0 and not report.wrote
     if reused:
         index_seconds = manifest.build_seconds

@@ -12,7 +12,8 @@ reciprocal rank in SQL) in a single round trip.
 Modules, one role each:
 
     connection.py  the URL (never its password) in messages, driver errors as RagErrors, the
-                   builder's, snapshot's and idle connections, one retry after a dropped one
+                   builder's connection and the readers' pool (psycopg_pool), one retry
+                   after a dropped one
     schema.py      the tables, their format version, the embedding column and its HNSW index
     search.py      vector, full-text and hybrid SQL; chunks and vectors by id
     build.py       the build lock, COPY of new chunks, the documents and build row at commit

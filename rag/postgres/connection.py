@@ -1,15 +1,17 @@
 """Connections to the index database: the URL (never its password) in messages, driver errors
-turned into RagErrors, and the three kinds of connection a store uses.
+turned into RagErrors, and the connections a store uses.
 
-A builder has one connection, inside its transaction from `begin` to `commit`; a snapshot pins one
-read-only transaction to its thread; any other read borrows an idle connection (a few are kept)
-and, when the server dropped it, is tried once more on a fresh one.
+A builder has one connection of its own, inside its transaction from `begin` to `commit` (its
+advisory lock goes with that transaction). Every read borrows a connection from a pool
+(psycopg_pool): one statement, or a snapshot's read-only transaction pinned to its thread. A read
+whose connection the server dropped is tried once more on a fresh one.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +24,9 @@ from rag.errors import (
     IndexStoreError,
 )
 
-MAX_IDLE_CONNECTIONS = 4
+# Reads borrow one of at most this many pooled connections (one stays open between reads); a read
+# that waits connect_timeout for one gets a connection of its own, as a stopped server's reason does.
+POOL_SIZE = 8
 
 
 def describe_url(url: str) -> str:
@@ -58,17 +62,18 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def import_driver() -> tuple[Any, Any]:
-    """psycopg and pgvector's type registration, or a ConfigError saying what to install."""
+def import_driver() -> tuple[Any, Any, Any]:
+    """psycopg, pgvector's type registration and psycopg_pool, or a ConfigError saying what to install."""
     try:
         import psycopg
+        import psycopg_pool
         from pgvector.psycopg import register_vector
     except ImportError:
         raise ConfigError(
             "RAG_STORE=postgres needs the PostgreSQL driver: pip install 'rag[postgres]' "
-            "(psycopg and pgvector)"
+            "(psycopg, psycopg-pool and pgvector)"
         ) from None
-    return psycopg, register_vector
+    return psycopg, register_vector, psycopg_pool
 
 
 def is_disconnect(exc: Exception) -> bool:
@@ -115,10 +120,10 @@ def translate(exc: Exception, where: str, url: str) -> IndexStoreError:
 
 
 class Connections:
-    """One store's connections: the builder's, a snapshot's (per thread) and the idle ones."""
+    """One store's connections: the builder's, and a pool for reads (a snapshot pins one)."""
 
     def __init__(self, url: str, *, ef_search: int, connect_timeout: float) -> None:
-        self.psycopg, self._register_vector = import_driver()
+        self.psycopg, self._register_vector, self._pools = import_driver()
         self.url = url
         self.where = describe_url(url)
         self.ef_search = ef_search
@@ -126,9 +131,12 @@ class Connections:
         self.writer: Any = None  # the builder's connection, inside its transaction while building
         self.building = False
         self.closed = False
-        self._idle: list[Any] = []
+        self._pool: Any = None  # opened by the first read
         self._pool_lock = threading.Lock()
         self._local = threading.local()
+        # hnsw.ef_search as each connection's session has it: raised for a deeper search, never lowered.
+        self._ef_search: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._ef_lock = threading.Lock()
 
     @property
     def pinned(self) -> Any:
@@ -143,35 +151,49 @@ class Connections:
     def translate(self, exc: Exception) -> IndexStoreError:
         return translate(exc, self.where, self.url)
 
-    def connect(self, *, autocommit: bool) -> Any:
-        psycopg = self.psycopg
+    def _dial(self, *, autocommit: bool, application_name: str) -> Any:
+        """A bare connection, or DatabaseUnavailableError saying why not (without the password)."""
         try:
-            conn = psycopg.connect(
+            return self.psycopg.connect(
                 self.url,
                 autocommit=autocommit,
                 connect_timeout=max(1, int(self.connect_timeout)),
-                application_name="rag-index" if not autocommit else "rag",
+                application_name=application_name,
             )
-        except psycopg.Error as exc:
+        except self.psycopg.Error as exc:
             raise DatabaseUnavailableError(
                 f"cannot connect to the database at {self.where} (RAG_DATABASE_URL): "
                 f"{redact(first_line(exc), self.url)}. Start the server or fix RAG_DATABASE_URL"
             ) from None
+
+    def connect(self, *, autocommit: bool) -> Any:
+        """A connection of its own (the builder's, or a read's when the pool cannot give one)."""
+        conn = self._dial(autocommit=autocommit, application_name="rag" if autocommit else "rag-index")
         try:
-            conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(self.ef_search),))
-            if not autocommit:
-                conn.commit()
-        except psycopg.Error as exc:
+            self._configure(conn)
+        except self.psycopg.Error as exc:
             conn.close()
             raise self.translate(exc) from None
-        conn._rag_vector = False  # vector types are registered once the extension exists
-        conn._rag_ef_search = self.ef_search
-        if autocommit:
-            self.register(conn, required=False)
         return conn
 
+    def _configure(self, conn: Any) -> None:
+        """A new connection's session: the HNSW search effort, and the vector types once the
+        extension exists (a read's connection; the builder registers them after creating it)."""
+        self._set_ef_search(conn, self.ef_search)
+        if not conn.autocommit:
+            conn.commit()
+        else:
+            self.register(conn, required=False)
+
+    def _set_ef_search(self, conn: Any, value: int) -> None:
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(value),))
+        with self._ef_lock:
+            self._ef_search[conn] = value
+
     def register(self, conn: Any, *, required: bool) -> None:
-        if conn._rag_vector:
+        """Teach the connection pgvector's types, unless it knows them or (not required) the
+        extension does not exist yet: a later read tries again."""
+        if conn.adapters.types.get("vector") is not None:
             return
         try:
             self._register_vector(conn)
@@ -180,8 +202,6 @@ class Connections:
                 conn.rollback()
             if required:
                 raise
-            return
-        conn._rag_vector = True
 
     def abandon(self) -> None:
         """End the build: its connection is closed, which rolls its transaction back."""
@@ -202,10 +222,60 @@ class Connections:
             self.abandon()
             raise
 
+    def _readers(self) -> Any:
+        """The pool of read connections. The first read connects once on its own first, so a wrong
+        URL or a stopped server is reported at once, with its reason, not after a pool's wait."""
+        with self._pool_lock:
+            if self.closed:
+                raise IndexStoreError("the index store is closed")
+            if self._pool is None:
+                self._dial(autocommit=True, application_name="rag-check").close()
+                pool = self._pools.ConnectionPool(
+                    self.url,
+                    kwargs={"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout)),
+                            "application_name": "rag"},
+                    min_size=1, max_size=POOL_SIZE, configure=self._configure, timeout=self.connect_timeout,
+                    name="rag", num_workers=1, open=False,
+                )
+                try:
+                    pool.open(wait=True, timeout=self.connect_timeout)
+                except self._pools.PoolTimeout:
+                    pool.close()
+                    raise DatabaseUnavailableError(
+                        f"the database at {self.where} (RAG_DATABASE_URL) accepted one connection, then "
+                        f"none for {self.connect_timeout:.0f}s. Check that the server is running and reachable"
+                    ) from None
+                self._pool = pool
+            return self._pool
+
     @contextmanager
-    def reader(self) -> Iterator[Any]:
+    def _borrowed(self, *, fresh: bool = False) -> Iterator[Any]:
+        """A pooled connection for one read, or (`fresh`, or when none came free within
+        connect_timeout) one of its own, closed after."""
+        pool = self._readers()
+        conn = None
+        if not fresh:
+            try:
+                conn = pool.getconn()
+            except self._pools.PoolTimeout:
+                conn = None
+        if conn is None:
+            conn = self.connect(autocommit=True)
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        try:
+            self.register(conn, required=False)
+            yield conn
+        finally:
+            pool.putconn(conn)  # the pool drops it if the server closed it
+
+    @contextmanager
+    def reader(self, *, fresh: bool = False) -> Iterator[Any]:
         """A connection for one read: the builder's own (it sees its unfinished build), the
-        snapshot's, or one from the idle list."""
+        snapshot's, or a pooled one (`fresh`: a new one)."""
         if self.closed:
             raise IndexStoreError("the index store is closed")
         if self.building:
@@ -214,29 +284,8 @@ class Connections:
         if self.pinned is not None:
             yield self.pinned
             return
-        with self._pool_lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = self.connect(autocommit=True)
-        self.register(conn, required=False)
-        broken = False
-        try:
+        with self._borrowed(fresh=fresh) as conn:
             yield conn
-        except self.psycopg.OperationalError:
-            broken = True
-            raise
-        finally:
-            self._release(conn, broken)
-
-    def _release(self, conn: Any, broken: bool) -> None:
-        if broken or conn.closed or conn.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE:
-            conn.close()
-            return
-        with self._pool_lock:
-            if len(self._idle) < MAX_IDLE_CONNECTIONS and not self.closed:
-                self._idle.append(conn)
-                return
-        conn.close()
 
     def run(self, query: Any, params: Any = None, *, ef_search: int = 0, fetch: str = "all") -> Any:
         """Execute one statement and fetch its rows, turning driver errors into RagErrors.
@@ -248,10 +297,11 @@ class Connections:
         attempts = 1 if self.live else 2
         for attempt in range(attempts):
             try:
-                with self.reader() as conn:
-                    if ef_search > conn._rag_ef_search:
-                        conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef_search),))
-                        conn._rag_ef_search = ef_search
+                with self.reader(fresh=attempt > 0) as conn:
+                    with self._ef_lock:
+                        current = self._ef_search.get(conn, self.ef_search)
+                    if ef_search > current:
+                        self._set_ef_search(conn, ef_search)
                     cur = conn.execute(query, params)
                     if fetch == "one":
                         return cur.fetchone()
@@ -274,19 +324,25 @@ class Connections:
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """Every read inside, on this thread, sees the same build."""
+        """Every read inside, on this thread, sees the same build: one pooled connection held in
+        a read-only repeatable-read transaction, ended (and the connection returned) after."""
         if self.live:
             yield
             return
-        conn = self.connect(autocommit=True)
-        try:
-            self.register(conn, required=False)
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        with self._borrowed() as conn:
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            except self.psycopg.Error as exc:
+                raise self.translate(exc) from None
             self._local.conn = conn
-            yield
-        finally:
-            self._local.conn = None
-            conn.close()  # ends the read-only transaction with it
+            try:
+                yield
+            finally:
+                self._local.conn = None
+                try:
+                    conn.execute("ROLLBACK")  # read only: nothing to keep
+                except self.psycopg.Error:
+                    pass  # a connection the server dropped: the pool discards it
 
     def close(self) -> None:
         """Roll back an unfinished build and close every connection."""
@@ -295,6 +351,6 @@ class Connections:
         if writer is not None:
             writer.close()  # closing without COMMIT rolls the build back and frees the lock
         with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()

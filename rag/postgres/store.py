@@ -17,7 +17,7 @@ from rag.postgres import build, search
 from rag.postgres.connection import Connections, no_index
 from rag.postgres.schema import SCHEMA_VERSION, VECTOR_TYPES, ensure_embedding, ensure_schema, parameters
 from rag.types import Chunk, DocumentEntry, Hit, Manifest
-from rag.vectorstore import StoreStats
+from rag.vectorstore import BaseStore, StoreStats
 
 if TYPE_CHECKING:
     from rag.config import Settings
@@ -43,7 +43,7 @@ _COUNTS_SQL = (
 )
 
 
-class PostgresStore:
+class PostgresStore(BaseStore):
     """A ReadableStore (and, opened writable, a WritableStore) over one PostgreSQL database."""
 
     kind = "postgres"
@@ -78,9 +78,11 @@ class PostgresStore:
     # -- opening -------------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, settings: Settings, *, writable: bool = False, lock_timeout: float = build.LOCK_TIMEOUT
+        cls, settings: Settings, *, writable: bool = False, check: bool = True,
+        lock_timeout: float = build.LOCK_TIMEOUT,
     ) -> PostgresStore:
-        """The store named by RAG_DATABASE_URL; writable takes the build lock (see `begin`)."""
+        """The store named by RAG_DATABASE_URL: writable, it takes the build lock (see `begin`);
+        readable, it is checked against the settings unless `check` is False."""
         if settings.database_url is None or not settings.database_url.get_secret_value().strip():
             raise ConfigError(
                 "RAG_STORE=postgres needs RAG_DATABASE_URL, e.g. "
@@ -98,7 +100,7 @@ class PostgresStore:
         try:
             if writable:
                 store.begin()
-            else:
+            elif check:
                 from rag.embedding import canonical_model_id
 
                 store.check_model(
@@ -142,6 +144,10 @@ class PostgresStore:
                 + ". Run `rag index` with RAG_STORE=postgres to rebuild it, or restore the "
                 "previous settings"
             )
+
+    def check_compatible(self, embedding_model: str, chunk_tokens: int, chunk_overlap: int) -> None:
+        """See `check_model`: the build row and the tables' format, in one statement."""
+        self.check_model(embedding_model, chunk_tokens, chunk_overlap)
 
     @contextmanager
     def snapshot(self) -> Iterator[PostgresStore]:
@@ -209,6 +215,12 @@ class PostgresStore:
         """Up to k chunks, best first: vector and full-text results fused by reciprocal rank in
         one round trip (see search.hybrid)."""
         return search.hybrid(self._db, self.vector_type, vector, query, k, depth)
+
+    def ranked(self, vector: np.ndarray, query: str, depth: int, mode: str) -> list[Hit]:
+        """As BaseStore ranks, but hybrid in one round trip (its fusion cut at depth)."""
+        if mode == "hybrid":
+            return self.hybrid_search(vector, query, depth)
+        return super().ranked(vector, query, depth, mode)
 
     def chunks(self, ids: Sequence[str]) -> list[Chunk]:
         return search.chunks(self._db, ids)

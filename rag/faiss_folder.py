@@ -1,4 +1,5 @@
-"""The index on disk: immutable build folders, an atomically swapped CURRENT pointer, checksums.
+"""The FAISS store's folder format: immutable build folders, an atomically swapped CURRENT
+pointer, checksums; and the index folder's build lock, which every store's builder takes.
 
 Layout::
 
@@ -175,28 +176,6 @@ def _read_files(folder: Path, manifest: Manifest) -> tuple[list[Chunk], object, 
 
         bm25 = load_bm25s().BM25.load(str(folder / BM25_DIR))
     return chunks, index, bm25
-
-
-def check_compatible(manifest: Manifest, *, embedding_model: str, chunk_tokens: int, chunk_overlap: int) -> None:
-    """Raise IndexMismatchError saying exactly what to do when settings and index disagree."""
-    problems = []
-    if manifest.embedding_model != embedding_model:
-        problems.append(
-            f"it was embedded with {manifest.embedding_model!r} but RAG_EMBEDDING_MODEL is "
-            f"{embedding_model!r}"
-        )
-    if (manifest.chunk_tokens, manifest.chunk_overlap) != (chunk_tokens, chunk_overlap):
-        problems.append(
-            f"it was chunked with RAG_CHUNK_TOKENS={manifest.chunk_tokens}, "
-            f"RAG_CHUNK_OVERLAP={manifest.chunk_overlap} but the settings say "
-            f"{chunk_tokens}, {chunk_overlap}"
-        )
-    if problems:
-        raise IndexMismatchError(
-            "the index does not match the settings: "
-            + "; ".join(problems)
-            + ". Run `rag index` to rebuild it, or restore the previous settings"
-        )
 
 
 # -- writing -------------------------------------------------------------------------------------
