@@ -24,6 +24,7 @@ from pydantic import Field
 from rag.config import Settings
 from rag.errors import RagError
 from rag.judge import logit
+from rag.refusal import REFUSAL
 from rag.selection import MAX_SENTENCES, POINTER_WORDS
 from rag.text import STOPWORDS, sentences, terms
 from rag.types import Frozen, Highlight, Hit, Selection
@@ -102,6 +103,11 @@ class Verdict(Frozen):
     reasons: list[str] = Field(default_factory=list)
     reading: float | None = None  # the model's share of "yes" (rag.judge), when it was asked
     decided_by: Literal["relevance floor", "features", "reading"] | None = None  # None: nothing checked
+
+    @property
+    def said(self) -> str:
+        """What the user is told when this verdict refuses."""
+        return REFUSAL
 
 
 def _question_words(question: str) -> dict[str, str]:

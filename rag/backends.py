@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from rag import generation
+from rag import generation, lifecycle
 from rag.config import Settings
 from rag.embedding import Embedder, get_embedder
 from rag.errors import RagError
@@ -28,6 +28,12 @@ class Backends:
         self._embedder = embedder
         self._generators: dict[str, Generator] = {}
         self._lock = threading.RLock()
+        lifecycle.track(self)
+
+    @property
+    def loaded_embedder(self) -> Embedder | None:
+        """The embedder if it is loaded already (an index build loads its own otherwise)."""
+        return self._embedder
 
     @property
     def embedder(self) -> Embedder:

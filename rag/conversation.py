@@ -1,11 +1,13 @@
-"""Follow-up questions: rewrite "What about its languages?" into a standalone question."""
+"""The question stage: a question checked and cleaned, and a follow-up ("What about its
+languages?") rewritten into a standalone question."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
-from rag.text import STOPWORDS
+from rag.errors import QuestionError
+from rag.text import STOPWORDS, clean_question
 
 _WORDS = re.compile(r"[\w'’.-]*\w", re.UNICODE)
 MAX_CONTEXT_WORDS = 8
@@ -43,3 +45,17 @@ def condense(question: str, history: Sequence[tuple[str, str]]) -> str:
     if not carried:
         return question
     return f"{question.rstrip()} (about: {' '.join(carried[:MAX_CONTEXT_WORDS])})"
+
+
+def check_question(question: object, max_chars: int) -> str:
+    """The question cleaned, or a QuestionError saying what is wrong with it."""
+    if not isinstance(question, str):
+        raise QuestionError("the question must be text")
+    if len(question) > max_chars:
+        raise QuestionError(
+            f"the question is {len(question):,} characters; the limit is {max_chars:,} (RAG_MAX_QUESTION_CHARS)"
+        )
+    cleaned = clean_question(question)
+    if not cleaned:
+        raise QuestionError("the question is empty; type a question about your documents")
+    return cleaned

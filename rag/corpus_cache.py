@@ -30,13 +30,12 @@ FOLDER = "kv"
 QUESTION_ROOM = 700
 # What each question reads beyond the question itself (the model has read the corpus already, so
 # these only point into it; every token here is read while the user waits, ~40 a second on two
-# cores at the corpus's depth): retrieval's best passages, and the key sentences within a budget.
-# Measured on the seeds dev set (docs/BENCHMARKS.md): 48 tokens of key sentences cost 1.5 s of
+# cores at the corpus's depth): the numbers of retrieval's best passages. The key sentences are
+# not shown: measured on the seeds dev set (docs/BENCHMARKS.md), 48 tokens of them cost 1.5 s of
 # first-token time (p50 3.9 s against 2.45 s) for the same answers once the draft check has
 # completed them (it reads the key sentences from the request either way); 24 (the best sentence
-# cut short) misled the model. So none are shown.
+# cut short) misled the model.
 MAX_HINTS = 4
-KEY_BUDGET = 0
 # tiktoken counts fewer tokens than most chat models' own tokenizers; leave a margin.
 TOKENIZER_MARGIN = 1.25
 
@@ -183,34 +182,10 @@ class CorpusCache:
                 old.unlink(missing_ok=True)
 
 
-def _within_budget(key: list[tuple[int, str]], budget: int) -> list[tuple[int, str]]:
-    """The key sentences, best first, while they fit `budget` tokens; the best one always, cut at
-    a word within the budget when it alone is longer (a pointer into the corpus, not evidence)."""
-    out: list[tuple[int, str]] = []
-    used = 0
-    for n, sentence in key:
-        cost = count_tokens(sentence)
-        if out and used + cost > budget:
-            break
-        if not out and cost > budget:
-            words = sentence.split()
-            while words and count_tokens(" ".join(words) + " ...") > budget:
-                words.pop()
-            sentence = " ".join(words) + " ..."
-            cost = budget
-        out.append((n, sentence))
-        used += cost
-    return out
-
-
-def corpus_user_message(question: str, hints: list[int], key: list[tuple[int, str]]) -> str:
-    """The per-question part: which passages retrieval found, the sentences that answer best,
-    and the question."""
+def corpus_user_message(question: str, hints: list[int]) -> str:
+    """The per-question part: which passages retrieval found, and the question."""
     found = ", ".join(f"[{n}]" for n in hints[:MAX_HINTS])
     lines = [f"Passages most related to the question: {found}"] if found else []
-    shown = _within_budget(key, KEY_BUDGET) if KEY_BUDGET > 0 else []
-    if shown:
-        lines.append("Most relevant sentences: " + " ".join(f"{sentence} [{n}]" for n, sentence in shown))
     lines.append(f"Question: {question}")
     lines.append(ANSWER_INSTRUCTION)
     return "\n\n".join(lines[:-2] + ["\n".join(lines[-2:])])
@@ -242,7 +217,7 @@ def corpus_request(question: str, hits: list[Hit], key: list[Highlight], chunks:
     highlights = mapped if len(mapped) == len(key) else None
     messages = [
         Message(role="system", content=corpus_system(chunks)),
-        Message(role="user", content=corpus_user_message(question, hints, [(h.marker, h.sentence) for h in mapped])),
+        Message(role="user", content=corpus_user_message(question, hints)),
     ]
     return GenerationRequest(question=question, passages=corpus_hits(chunks), messages=messages,
                              highlights=highlights, prefix_state=str(state), max_tokens=max_tokens,

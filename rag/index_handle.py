@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.errors import LoaderError, RagError
+from rag.errors import IndexNotFoundError, LoaderError, RagError
 from rag.retrieval import Retriever
-from rag.types import Chunk, IndexStatus
+from rag.types import Chunk, IndexReport, IndexStatus
 from rag.vectorstore import open_store, store_class
 
 # Another process (`rag index` in a terminal) may swap in a build without telling this one: a
@@ -45,6 +45,34 @@ class IndexHandle:
     def refresh(self) -> None:
         """Look for a newer build on the next read (a watcher or `index()` reported one)."""
         self._checked_at = 0.0
+
+    def index(self, *, embedder: Embedder | None = None, force: bool = False, progress: bool = False,
+              warn=None) -> IndexReport:
+        """Incremental rebuild from the seeds folder (rag.indexer); answers switch to it at once."""
+        from rag.indexer import build_index
+
+        report = build_index(self.settings, force=force, embedder=embedder, progress=progress, warn=warn)
+        self.refresh()
+        return report
+
+    def ensure(self, *, embedder: Embedder | None = None, warn=None) -> IndexReport | None:
+        """Build the index when there is none yet; None when one exists."""
+        try:
+            index_status(self.settings)
+            return None
+        except IndexNotFoundError:
+            return self.index(embedder=embedder, warn=warn)
+
+    def watch(self, on_report, *, embedder: Embedder | None = None, on_error=None, stop_event=None) -> None:
+        """Rebuild on every change in the seeds folder until `stop_event` is set; each new build
+        is served at once (the previous one meanwhile)."""
+        from rag.indexer import watch
+
+        def reported(report: IndexReport) -> None:
+            self.refresh()
+            on_report(report)
+
+        watch(self.settings, reported, on_error=on_error, stop_event=stop_event, embedder=embedder)
 
     def retriever(self) -> Retriever:
         """The retriever over the build in use; IndexNotFoundError when there is none."""

@@ -17,26 +17,26 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TypedDict, Unpack
 
-from rag import lifecycle
+from typing import TYPE_CHECKING
+
 from rag.answerability import Verdict, relevant, verdict
 from rag.assembly import assemble
 from rag.backends import Backends
 from rag.config import Settings, load_settings
-from rag.conversation import condense
-from rag.corpus_cache import CorpusCache
-from rag.embedding import Embedder
-from rag.errors import IndexNotFoundError, RagError
+from rag.conversation import check_question, condense
+from rag.errors import RagError
 from rag.generation.base import Generator, Reader
 from rag.index_handle import IndexHandle, index_status
-from rag.indexer import build_index
 from rag.planning import ContextPlan, ContextPlanner
-from rag.refusal import REFUSAL
 from rag.retrieval import Retriever
 from rag.selection import select
 from rag.streaming import AnswerStream
-from rag.text import check_question
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Selection, Timings
 from rag.verification import verify
+
+if TYPE_CHECKING:
+    from rag.corpus_cache import CorpusCache
+    from rag.embedding import Embedder
 
 Turn = tuple[str, str]  # (user question, assistant answer)
 
@@ -53,14 +53,13 @@ class AskOptions(TypedDict, total=False):
 class Rag:
     """The index, models and corpus states of one process, loaded once; `ask` runs the stages."""
 
-    def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, embedder: "Embedder | None" = None) -> None:
         self._settings = settings or load_settings()
         self.backends = Backends(self.settings, embedder)
         # Answers generated at once (RAG_MAX_CONCURRENT), whoever asks: the page, the API, Python.
         self._slots = threading.BoundedSemaphore(self.settings.max_concurrent)
         self.handle = IndexHandle(self.settings, lambda: self.embedder)
         self.planner = ContextPlanner(self.settings, self.handle, lambda: self.embedder)
-        lifecycle.track(self)  # closed at exit before the models its readers use are freed
 
     @property
     def settings(self) -> Settings:
@@ -79,11 +78,11 @@ class Rag:
 
     # -- parts ---------------------------------------------------------------------------------
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> "Embedder":
         return self.backends.embedder
 
     @property
-    def corpus_cache(self) -> CorpusCache:
+    def corpus_cache(self) -> "CorpusCache":
         return self.planner.cache
 
     def generator(self, name: str | None = None) -> Generator:
@@ -107,38 +106,23 @@ class Rag:
         except RagError:
             self.embedder  # no index yet: the watcher or the first question builds it
 
-    # -- the index -----------------------------------------------------------------------------
+    # -- the index (rag.index_handle) -----------------------------------------------------------
     def index(self, *, force: bool = False, progress: bool = False, warn=None) -> IndexReport:
         """Incremental rebuild of the index from the seeds folder; answers switch to it at once."""
-        report = build_index(self.settings, force=force, embedder=self.backends._embedder, progress=progress,
-                             warn=warn)
-        self.handle.refresh()
-        return report
+        return self.handle.index(embedder=self.backends.loaded_embedder, force=force, progress=progress, warn=warn)
 
     def ensure_index(self, *, warn=None) -> IndexReport | None:
         """Build the index when there is none yet (the first question of a new folder); None
         when one exists. The only place an index is built without `index()` being called."""
-        try:
-            index_status(self.settings)
-            return None
-        except IndexNotFoundError:
-            return self.index(warn=warn)
+        return self.handle.ensure(embedder=self.backends.loaded_embedder, warn=warn)
 
     def status(self) -> IndexStatus:
         return index_status(self.settings)
 
     def watch(self, on_report, *, on_error=None, stop_event=None) -> None:
-        """Rebuild incrementally on every change in the seeds folder until stop_event is set.
-
-        Questions asked meanwhile are answered from the previous build until the new one is in.
-        """
-        from rag.indexer import watch
-
-        def reported(report: IndexReport) -> None:
-            self.handle.refresh()
-            on_report(report)
-
-        watch(self.settings, reported, on_error=on_error, stop_event=stop_event, embedder=self.backends._embedder)
+        """Rebuild incrementally on every change in the seeds folder until stop_event is set;
+        questions asked meanwhile are answered from the previous build until the new one is in."""
+        self.handle.watch(on_report, embedder=self.backends.loaded_embedder, on_error=on_error, stop_event=stop_event)
 
     def retriever(self) -> Retriever:
         return self.handle.retriever()
@@ -191,7 +175,7 @@ class Rag:
         if reader is None:  # the decide stage needs no model: it runs now, before any prompt is built
             decided = verdict(standalone, hits, selection, self.settings)
             if not decided.answerable:
-                return AnswerStream(iter([REFUSAL]), lambda _raw, _error: self._refused(draft, primary, decided, started))
+                return AnswerStream.refusal(lambda _raw, _error: self._refused(draft, primary, decided, started))
         assert selection is not None  # refused above when nothing was relevant
         plan = self.planner.plan(standalone, hits, primary, selection)
         return self._answer(draft, primary, selection, plan, reader, started)
@@ -213,7 +197,7 @@ class Rag:
                                            lambda: reader.judge(asked)))
                 if decided and not decided[0].answerable:
                     first.append(time.perf_counter())
-                    yield REFUSAL
+                    yield decided[0].said
                     return
                 for piece in generation.outer.stream(plan.request):
                     if not first:
@@ -242,7 +226,7 @@ class Rag:
 
     def _refused(self, draft: Draft, primary: Generator, refused: Verdict, started: float) -> Answer:
         return self._finish(draft.model_copy(update={
-            "raw": REFUSAL, "generator": primary.name, "notes": _why(refused), "decided_by": refused.decided_by,
+            "raw": "", "generator": primary.name, "notes": _why(refused), "decided_by": refused.decided_by,
             "timings": draft.timings.model_copy(update={"total": time.perf_counter() - started}),
         }))
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Callable
 
 from rag.errors import RagError
+from rag.refusal import REFUSAL
 from rag.types import Answer
 
 
@@ -32,6 +33,11 @@ class AnswerStream:
         except RagError as exc:
             error = exc
         self.answer = self._finish("".join(collected), error)
+
+    @classmethod
+    def refusal(cls, finish: Callable[[str, RagError | None], Answer]) -> "AnswerStream":
+        """The stream of an answer refused before any model wrote (one piece: the refusal)."""
+        return cls(iter([REFUSAL]), finish)
 
     def result(self) -> Answer:
         """The final Answer, reading whatever has not been read yet."""

@@ -140,18 +140,3 @@ def clean_question(text: str) -> str:
     text = "".join(ch for ch in text if ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127))
     return re.sub(r"\s+", " ", text).strip()
 
-
-def check_question(question: object, max_chars: int) -> str:
-    """The question cleaned, or a QuestionError saying what is wrong with it."""
-    from rag.errors import QuestionError
-
-    if not isinstance(question, str):
-        raise QuestionError("the question must be text")
-    if len(question) > max_chars:
-        raise QuestionError(
-            f"the question is {len(question):,} characters; the limit is {max_chars:,} (RAG_MAX_QUESTION_CHARS)"
-        )
-    cleaned = clean_question(question)
-    if not cleaned:
-        raise QuestionError("the question is empty; type a question about your documents")
-    return cleaned

@@ -231,3 +231,48 @@ def test_the_store_checks_find_what_they_look_for() -> None:
                       "    return hasattr(s, 'close') or isinstance(s, LoadedIndex) or isinstance(s, str)")
     found = _store_knowledge(knows, {"rag.faiss_folder", "rag.faiss_store", "rag.postgres"}, {"LoadedIndex"})
     assert len(found) == 5, found
+
+
+# -- the pipeline is a chain of stages; backends are known by their abilities, not their names -------
+GENERATOR_REGISTRY = "rag.generation"
+# What rag/pipeline.py may import: the stages a question passes through (the index the retrieve
+# stage reads included) and the records passed between them (settings and errors among them).
+PIPELINE_STAGES = {"rag.conversation", "rag.retrieval", "rag.index_handle", "rag.selection", "rag.planning",
+                   "rag.answerability", "rag.backends", "rag.generation", "rag.assembly", "rag.verification"}
+PIPELINE_RECORDS = {"rag.types", "rag.streaming", "rag.config", "rag.errors", "rag.generation.base"}
+
+
+def _registered_generators() -> set[str]:
+    """The names rag/generation/__init__.py registers (`register("name", ...)`), from the source."""
+    tree = ast.parse((ROOT / "rag" / "generation" / "__init__.py").read_text(encoding="utf-8"))
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "register"
+            and node.args and isinstance(node.args[0], ast.Constant)}
+
+
+def _probes(tree: ast.AST) -> list[str]:
+    """`hasattr(...)` and `getattr(...)` calls: abilities found by probing an object."""
+    return [f"line {node.lineno}: {ast.unparse(node)}" for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr")]
+
+
+def test_only_the_generator_registry_knows_the_backends_by_name() -> None:
+    names = _registered_generators()
+    assert {"llamacpp", "openai", "extractive"} <= names
+    compared = {name: hits for name, path in _modules().items()
+                if name != GENERATOR_REGISTRY
+                and (hits := _store_name_comparisons(ast.parse(path.read_text(encoding="utf-8")), names))}
+    assert not compared, f"a backend compared by its name outside {GENERATOR_REGISTRY}: {compared}"
+
+
+def test_the_pipeline_probes_nothing_and_imports_only_stages_and_records() -> None:
+    name, path = "rag.pipeline", _modules()["rag.pipeline"]
+    assert not _probes(ast.parse(path.read_text(encoding="utf-8"))), "abilities: rag.generation.abilities"
+    imported = {m for m in _imports(name, path, set(_modules())) if m.count(".") <= 2}
+    modules = {m for m in imported if m in _modules()}
+    assert modules <= PIPELINE_STAGES | PIPELINE_RECORDS, modules - PIPELINE_STAGES - PIPELINE_RECORDS
+
+
+def test_the_pipeline_checks_find_what_they_look_for() -> None:
+    assert len(_store_name_comparisons(ast.parse('a = name == "llamacpp"\nb = g in ("openai",)'), {"llamacpp", "openai"})) == 2
+    assert len(_probes(ast.parse("hasattr(gen, 'judge') or getattr(gen, 'label', None)"))) == 2

@@ -233,7 +233,7 @@ def test_a_symlink_leaving_the_seeds_folder_is_not_followed(seeds, tmp_path):
     assert "link.txt: symlink pointing outside the seeds folder" in report.skipped
     sources = rag.indexed_sources()
     assert not any("link" in s for s in sources)
-    assert all("PLANTED-OUTSIDE" not in c.text for c in rag.retriever().index.chunks)
+    assert all("PLANTED-OUTSIDE" not in c.text for c in rag.handle.chunks())
     assert rag.read_document("link.txt") is None
     assert rag.read_document("linkdir/secret.txt") is None
     answer = rag.ask("What is the launch code?")
@@ -275,7 +275,7 @@ def test_a_file_changed_while_being_indexed_is_picked_up_by_the_next_run(seeds, 
     rag.index()
     monkeypatch.setattr(loaders, "read_bytes", real)
     # The build indexed the bytes it read, consistently: the old text, the old hash.
-    old = [c for c in rag.retriever().index.chunks if c.source == "volcanoes.txt"]
+    old = [c for c in rag.handle.chunks() if c.source == "volcanoes.txt"]
     assert old and all("Katla" not in c.text for c in old)
     report = rag.index()
     assert report.changed == ["volcanoes.txt"]

@@ -34,18 +34,6 @@ def test_a_key_sentence_of_a_merged_passage_is_marked_into_the_corpus_chunk_hold
     assert sentence not in request.messages[1].content  # the model has read it in the corpus already
 
 
-def test_key_sentences_shown_within_their_budget(monkeypatch):
-    from rag import corpus_cache
-
-    key = [(3, "Katla lies under a glacier and last erupted in 1918."), (1, "Hekla erupted in 1947.")]
-    monkeypatch.setattr(corpus_cache, "KEY_BUDGET", 16)
-    shown = corpus_cache.corpus_user_message("q?", [3, 1], key)
-    assert "Most relevant sentences: Katla lies under a glacier and last erupted in 1918. [3]" in shown
-    assert "Hekla erupted" not in shown  # over the budget
-    monkeypatch.setattr(corpus_cache, "KEY_BUDGET", 6)
-    assert "Katla lies under a ... [3]" in corpus_cache.corpus_user_message("q?", [3], key[:1])
-
-
 def test_a_key_sentence_no_corpus_chunk_holds_whole_drops_the_highlights():
     first, second = chunk(1, 0, 80), chunk(2, 80, len(TEXT))  # no overlap: a sentence straddles them
     sentence = TEXT[60:100]

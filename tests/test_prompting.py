@@ -198,7 +198,7 @@ def test_every_answer_request_ends_with_the_one_line_the_reading_request_swaps()
     request = build_request(QUESTION, [make_hit("g.txt", text, 1)], context_tokens=4096, max_tokens=64)
     content = request.messages[-1].content
     assert content.endswith(f"\n{ANSWER_INSTRUCTION}")
-    assert corpus_user_message(QUESTION, [1], []).endswith(f"Question: {QUESTION}\n{ANSWER_INSTRUCTION}")
+    assert corpus_user_message(QUESTION, [1]).endswith(f"Question: {QUESTION}\n{ANSWER_INSTRUCTION}")
     # The yes/no request keeps everything before that line, byte for byte.
     asked = judge_request(request).messages[-1].content
     assert asked == content[: -len(ANSWER_INSTRUCTION)] + JUDGE_INSTRUCTION
