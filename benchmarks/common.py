@@ -154,3 +154,16 @@ def child_env() -> dict[str, str]:
     imports this checkout's code from any working folder."""
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def write_fit(section: str, values: dict, *, fitted_on: str, argv: list[str] | None) -> Path:
+    """Record a fit in the file the answerability stage loads (rag/data/answerability.json): its
+    values, the data it was fitted on and the command that reproduces it."""
+    from rag.answerability import FIT_FILE
+
+    fit = json.loads(FIT_FILE.read_text(encoding="utf-8"))
+    name = section.replace("features", "answerability")
+    fit[section] = {**values, "fitted_on": fitted_on,
+                    "command": " ".join(["rag bench tune-" + name, *(argv if argv is not None else sys.argv[1:])])}
+    FIT_FILE.write_text(json.dumps(fit, indent=2) + "\n", encoding="utf-8")
+    return FIT_FILE

@@ -1,7 +1,8 @@
 """Fit the answerability score (rag/answerability.py) and choose its threshold, on tune data only.
 
-    .venv/bin/python benchmarks/tune_answerability.py            # prints WEIGHTS, BIAS, the threshold
-    .venv/bin/python benchmarks/tune_answerability.py --json     # the same as JSON
+    rag bench tune-answerability            # prints the weights, the bias and the threshold
+    rag bench tune-answerability --json     # the same as JSON
+    rag bench tune-answerability --write    # and records them in rag/data/answerability.json
 
 Tune data: SQuAD 2.0's tune half (its first 8 titles in file order) and all of ClapNQ, each
 question through the product's own retrieval and select stage over its corpus, indexed the way
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write", action="store_true", help="record the fit in rag/data/answerability.json")
     args = parser.parse_args(argv)
     floor = load_settings().relevance_floor
     fitted = tune_cases()
@@ -258,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     table = figures(items, scores, threshold, floor)
     result = {"weights": dict(zip(FEATURE_NAMES, np.round(weights, 4).tolist())), "bias": round(bias, 4),
               "threshold": threshold, "tune": table}
+    if args.write:
+        from benchmarks.common import write_fit
+
+        write_fit("features", {k: result[k] for k in ("weights", "bias", "threshold")}, argv=argv,
+                  fitted_on="SQuAD 2.0 tune half (its first 8 titles) and ClapNQ, through the product's retrieval "
+                            "and select stages; the seeds dev set only bounds the threshold")
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clapnq", type=int, default=10, help="answerable and unanswerable each")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write", action="store_true", help="record the fit in rag/data/answerability.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAG_PROMPT_CONTEXT", "windowed")
     rows = []
@@ -127,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
             "auc_refusal": round(auc(-np.array([r["refusal"] for r, _ in group]), labels), 3),
             "auc_combined": round(auc(np.array([s for _, s in group]), labels), 3),
             "refused_unanswerable": round(refused, 3), "false_refusals": round(false, 3)})
+    if args.write:
+        from benchmarks.common import write_fit
+
+        write_fit("reading", {"weights": report["weights"], "threshold": threshold}, argv=argv,
+                  fitted_on=f"SQuAD 2.0 tune half ({args.squad} + {args.squad}) and ClapNQ ({args.clapnq} + "
+                            f"{args.clapnq}), the default local model reading the {report['prompt_context']} prompt")
     print(json.dumps(report, indent=1) if args.json else
           f"READING_WEIGHTS = {tuple(report['weights'])}\nthreshold {threshold}\n" +
           "\n".join(json.dumps(s) for s in report["sets"]))

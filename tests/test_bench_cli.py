@@ -114,3 +114,20 @@ def test_load_questions_reads_json_lines(tmp_path):
         {"id": "q1", "question": "Who?"},
         {"id": "q2", "question": "Why?", "unanswerable": True},
     ]
+
+
+def test_a_fit_is_recorded_with_its_data_and_command_where_the_stage_loads_it(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks.common import write_fit
+    from rag import answerability
+
+    fit_file = tmp_path / "answerability.json"
+    fit_file.write_text(answerability.FIT_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(answerability, "FIT_FILE", fit_file)
+    write_fit("reading", {"weights": [0.5, 1.5, 0.1], "threshold": 0.4}, fitted_on="a tune sample",
+              argv=["--squad", "4"])
+    fit = json.loads(fit_file.read_text(encoding="utf-8"))
+    assert fit["reading"] == {"weights": [0.5, 1.5, 0.1], "threshold": 0.4, "fitted_on": "a tune sample",
+                              "command": "rag bench tune-reading --squad 4"}
+    assert fit["features"]["weights"] == dict(zip(answerability.FEATURE_NAMES, answerability.WEIGHTS))  # untouched
