@@ -139,9 +139,6 @@ class Rag:
         return None if text is None else text.split("\n")
 
     # -- asking --------------------------------------------------------------------------------
-    def check_question(self, question: str) -> str:
-        return check_question(question, self.settings.max_question_chars)
-
     def retrieve(self, question: str, *, top_k: int | None = None, mode: str | None = None) -> list[Hit]:
         """Retrieve stage: the passages that may answer, best first."""
         return self.retriever().search(
@@ -161,7 +158,7 @@ class Rag:
                    mode: str | None = None, history: Sequence[Turn] = ()) -> AnswerStream:
         """Like ask(), but iterate the returned stream for text pieces as they arrive."""
         started = time.perf_counter()
-        question = self.check_question(question)
+        question = check_question(question, self.settings.max_question_chars)
         mode = mode or self.settings.retrieval_mode
         if not self.handle.loaded:
             self.ensure_index()  # the very first question on an empty folder builds the index once
@@ -178,51 +175,8 @@ class Rag:
                 return AnswerStream.refusal(lambda _raw, _error: self._refused(draft, primary, decided, started))
         assert selection is not None  # refused above when nothing was relevant
         plan = self.planner.plan(standalone, hits, primary, selection)
-        return self._answer(draft, primary, selection, plan, reader, started)
-
-    def _answer(self, draft: Draft, primary: Generator, selection: Selection, plan: ContextPlan,
-                reader: Reader | None, started: float) -> AnswerStream:
-        """Decide (when a model reads: its reading first, under the same admission as writing),
-        generate, then assemble and verify."""
-        generation = self.backends.bounded(primary, started + self.settings.answer_deadline)
-        first: list[float] = []
-        decided: list[Verdict] = []
-
-        def pieces() -> Iterator[str]:
-            with self._slots:
-                if reader is not None:
-                    asked = plan.request if reader is primary else self.request_for(
-                        draft.standalone, draft.hits, reader, selection)  # type: ignore[arg-type]
-                    decided.append(verdict(draft.standalone, draft.hits, selection, self.settings,
-                                           lambda: reader.judge(asked)))
-                if decided and not decided[0].answerable:
-                    first.append(time.perf_counter())
-                    yield decided[0].said
-                    return
-                for piece in generation.outer.stream(plan.request):
-                    if not first:
-                        first.append(time.perf_counter())
-                    yield piece
-
-        def finish(raw: str, error: RagError | None) -> Answer:
-            refused = bool(decided) and not decided[0].answerable
-            notes = _why(decided[0]) if refused else generation.notes
-            if error is not None:
-                if not raw.strip():
-                    raise error
-                notes.append(f"the answer is incomplete: {error}")
-            done = time.perf_counter()
-            return self._finish(draft.model_copy(update={
-                "raw": raw, "passages": plan.request.passages, "key": plan.request.highlights or [],
-                "generator": primary.name if refused else generation.label,
-                "trust_markers": generation.trusted_markers, "notes": notes,
-                "decided_by": decided[0].decided_by if refused else None,
-                "timings": draft.timings.model_copy(update={
-                    "generate": done - started - draft.timings.retrieve, "total": done - started,
-                    "first_token": (first[0] - started) if first else None}),
-            }))
-
-        return AnswerStream(pieces(), finish, status=plan.status)
+        run = _Run(self, draft, primary, selection, plan, reader, started)  # decide (when a model reads), generate
+        return AnswerStream(run.pieces(), run.finish, status=plan.status)
 
     def _refused(self, draft: Draft, primary: Generator, refused: Verdict, started: float) -> Answer:
         return self._finish(draft.model_copy(update={
@@ -234,6 +188,55 @@ class Rag:
         """Assemble and verify stages."""
         answer = assemble(draft, read_document=self.read_document, embedder=self.embedder)
         return verify(answer)
+
+
+class _Run:
+    """One answer being generated: its decision (when a model reads), the first word's time."""
+
+    def __init__(self, rag: Rag, draft: Draft, primary: Generator, selection: Selection, plan: ContextPlan,
+                 reader: Reader | None, started: float) -> None:
+        self.rag, self.draft, self.primary, self.selection, self.plan = rag, draft, primary, selection, plan
+        self.reader, self.started = reader, started
+        self.generation = rag.backends.bounded(primary, started + rag.settings.answer_deadline)
+        self.verdict: Verdict | None = None
+        self.first_token: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.verdict is not None and not self.verdict.answerable
+
+    def pieces(self) -> Iterator[str]:
+        with self.rag._slots:
+            if self.reader is not None:
+                reader, draft = self.reader, self.draft
+                asked = self.plan.request if reader is self.primary else self.rag.request_for(
+                    draft.standalone, draft.hits, reader, self.selection)  # type: ignore[arg-type]
+                self.verdict = verdict(draft.standalone, draft.hits, self.selection, self.rag.settings,
+                                       lambda: reader.judge(asked))
+            if self.verdict is not None and self.refused:
+                self.first_token = time.perf_counter()
+                yield self.verdict.said
+                return
+            for piece in self.generation.outer.stream(self.plan.request):
+                self.first_token = self.first_token or time.perf_counter()
+                yield piece
+
+    def finish(self, raw: str, error: RagError | None) -> Answer:
+        notes = _why(self.verdict) if self.verdict is not None and self.refused else self.generation.notes
+        if error is not None:
+            if not raw.strip():
+                raise error
+            notes.append(f"the answer is incomplete: {error}")
+        done, draft, request = time.perf_counter(), self.draft, self.plan.request
+        return self.rag._finish(draft.model_copy(update={
+            "raw": raw, "passages": request.passages, "key": request.highlights or [],
+            "generator": self.primary.name if self.refused else self.generation.label,
+            "trust_markers": self.generation.trusted_markers, "notes": notes,
+            "decided_by": self.verdict.decided_by if self.verdict is not None and self.refused else None,
+            "timings": draft.timings.model_copy(update={
+                "generate": done - self.started - draft.timings.retrieve, "total": done - self.started,
+                "first_token": (self.first_token - self.started) if self.first_token else None}),
+        }))
 
 
 def _why(verdict: Verdict) -> list[str]:
