@@ -141,20 +141,16 @@ class CorpusCache:
         return tokens
 
     def _build(self, path: Path, chunks: list[Chunk], make_model) -> None:
-        try:
-            # Low priority: a question asked meanwhile (answered from the windowed prompt) comes
-            # first. llama.cpp's worker threads inherit this thread's niceness.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
-        except (AttributeError, OSError):
-            pass
         model = None
         try:
+            # Loaded at normal priority (it cannot be interrupted, so shutdown waits for it).
             model = make_model()
             with self._lock:
                 self._reader = (threading.current_thread(), model)
                 closed = self._closed
             if closed:
                 return
+            _lower_priority()
             tokens = self.build_now(path, chunks, model)
             log.info("corpus state saved: %s (%d tokens)", path.name, tokens)
         except Exception as exc:  # a failed state only means the windowed prompt keeps serving
@@ -189,6 +185,15 @@ def corpus_user_message(question: str, hints: list[int]) -> str:
     lines.append(f"Question: {question}")
     lines.append(ANSWER_INSTRUCTION)
     return "\n\n".join(lines[:-2] + ["\n".join(lines[-2:])])
+
+
+def _lower_priority() -> None:
+    """Read at low priority: a question asked meanwhile (answered from the windowed prompt)
+    comes first. llama.cpp's worker threads, started by this thread's first read, inherit it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+    except (AttributeError, OSError):
+        pass
 
 
 def _overlapping(chunks: list[Chunk], passage: Chunk) -> list[int]:

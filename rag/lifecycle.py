@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
-JOIN_SECONDS = 10.0
+JOIN_SECONDS = 20.0
 
 _lock = threading.Lock()
 _owners: "weakref.WeakSet" = weakref.WeakSet()

@@ -44,8 +44,10 @@ _aborting: set[int] = set()  # engines told to stop and not yet freed
 
 
 def configure(level: str) -> None:
-    """How much of llama.cpp's own log to show: everything at `debug`, only errors otherwise."""
-    log.setLevel(logging.DEBUG if level.lower() == "debug" else logging.ERROR)
+    """How much of llama.cpp's own log to show: everything at `debug`, nothing otherwise (it
+    reports a model's quirks as errors at every load; a real failure reaches the user as an
+    exception of ours)."""
+    log.setLevel(logging.DEBUG if level.lower() == "debug" else logging.CRITICAL + 1)
 
 
 def _install() -> None:
