@@ -21,13 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from rag.models import small_llm_path
+from rag.models import default_llm_path, small_llm_path
 
 from fakes import HASHING_FLOOR, write_corpus
 
+# The small model keeps these fast; RAG_TEST_LLM=default runs them with the default model.
+MODEL = default_llm_path() if os.environ.get("RAG_TEST_LLM") == "default" else small_llm_path()
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(small_llm_path() is None, reason="SmolLM2 not installed: make install-test"),
+    pytest.mark.skipif(MODEL is None, reason="SmolLM2 not installed: make install-test"),
 ]
 pytest.importorskip("llama_cpp")
 RUNS = 20
@@ -46,9 +48,9 @@ def product_env(root: Path, index: str = "index") -> dict[str, str]:
         "RAG_RELEVANCE_FLOOR": str(HASHING_FLOOR),
         "RAG_ANSWERABILITY_READ_THRESHOLD": "0",
         "RAG_GENERATOR": "llamacpp",
-        "RAG_LLM_MODEL_PATH": str(small_llm_path()),
+        "RAG_LLM_MODEL_PATH": str(MODEL),
         "RAG_LLM_MAX_TOKENS": "24",
-        "RAG_LLM_CONTEXT_TOKENS": "2048",
+        "RAG_LLM_CONTEXT_TOKENS": os.environ.get("RAG_TEST_LLM_CONTEXT", "2048"),
         "RAG_LLM_TEMPERATURE": "0",
         "RAG_LLM_THREADS": "1",
         "PYTHONPATH": str(REPO),
@@ -90,7 +92,7 @@ PRINTS_WHILE_LOADING = textwrap.dedent("""
 
 def test_everything_printed_while_models_load_in_the_background_arrives(tmp_path):
     def run(i: int) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", PRINTS_WHILE_LOADING, str(small_llm_path()), str(tmp_path / f"i{i}")],
+        return subprocess.run([sys.executable, "-c", PRINTS_WHILE_LOADING, str(MODEL), str(tmp_path / f"i{i}")],
                               capture_output=True, text=True, timeout=300, env=product_env(tmp_path), cwd=tmp_path)
 
     for done in run_many(run):
