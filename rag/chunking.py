@@ -1,7 +1,9 @@
 """Token-aware chunking that prefers paragraph and sentence boundaries and records line spans.
 
 Each chunk also carries a contextual header: the document's title and the nearest heading line
-above its start (less what the chunk's own first line already says). A comment whose writer's
+above its start (less what the chunk's own first line already says); in a document made of
+sections (a sheet, a slide, a mail message: Document.sections) the section's header instead of the
+title, and no chunk spans two sections. A comment whose writer's
 name sits on a line above it, or a paragraph under its section's name, is then found by a question
 that names them, and a model reading it knows whose words they are. The header is embedded and
 searched with the chunk but is not part of its text.
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from rag.text import heading_lines, sentence_spans
-from rag.types import Chunk, Document
+from rag.types import Chunk, Document, Section
 
 TOKENIZER_NAME = "cl100k_base"
 # What the chunks of a build are made by, recorded in its manifest: a build by another version is
@@ -89,7 +91,9 @@ def _nearest(starts: list[int], offset: int) -> int | None:
 class Headers:
     """The contextual header of every offset of one document's text."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, sections: tuple[Section, ...] = ()) -> None:
+        self._section_starts = [section.start for section in sections]
+        self._section_headers = [section.header for section in sections]
         spans = heading_lines(text)
         first = len(text) - len(text.lstrip())
         self.title = _clean(text[spans[0][0] : spans[0][1]]) if spans and spans[0][0] == first else ""
@@ -100,8 +104,26 @@ class Headers:
     def at(self, offset: int) -> str:
         """The header of a slice starting at offset: the title and the nearest heading line
         above it, less what the slice itself starts with."""
+        if self._section_starts:
+            return self._in_section(offset)
         i = _nearest(self._starts, offset)
         return compose_header(self.title if offset != self._first else "", self._lines[i] if i is not None else "")
+
+    def section(self, offset: int) -> int:
+        """Which section an offset is in (-1 before the first, or when the document has none)."""
+        return bisect.bisect_right(self._section_starts, offset) - 1
+
+    def _in_section(self, offset: int) -> str:
+        """A sectioned document's header: its section's (a sheet's name and header row, a
+        message's headers), whole, then the nearest heading line above inside the section."""
+        k = self.section(offset)
+        if k < 0:
+            return ""
+        header = self._section_headers[k]
+        i = _nearest(self._starts, offset)
+        if i is None or self._starts[i] < self._section_starts[k] or self._lines[i] == header:
+            return header
+        return f"{header}{HEADER_SEPARATOR}{' '.join(self._lines[i].split()[:HEADER_WORDS])}"
 
 
 def rehead(header: str, text: str, start: int) -> str:
@@ -238,7 +260,7 @@ class Chunker:
     def split(self, document: Document) -> list[Chunk]:
         """Chunks of the document, in order, each a verbatim slice with its line span and header."""
         text = document.text
-        src = _Source(text, Headers(text))
+        src = _Source(text, Headers(text, document.sections))
         units = self._units(src)
         if not units:
             return []
@@ -282,9 +304,11 @@ class Chunker:
         total = units[i].tokens
         j = i + 1
         last_para = i + 1 if units[i].paragraph_end else None
+        section = src.headers.section(units[i].start)
         while j < len(units):
-            # +1 for the whitespace joining two units.
-            if total + units[j].tokens + 1 > self.chunk_tokens:
+            # +1 for the whitespace joining two units. A chunk stays inside one section, whose
+            # header it carries (a row under another sheet's header row would read wrong).
+            if total + units[j].tokens + 1 > self.chunk_tokens or src.headers.section(units[j].start) != section:
                 break
             total += units[j].tokens + 1
             j += 1

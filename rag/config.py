@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(180, ge=16, le=8192)
     chunk_overlap: int = Field(30, ge=0)
     watch_debounce_ms: int = Field(800, ge=50)
+    # Scanned PDF pages (no text layer): read by Tesseract OCR when it is installed, or skipped.
+    ocr: Literal["auto", "off"] = "auto"
 
     # Vector store: FAISS + BM25 files in index_dir, or PostgreSQL (rag/postgres/)
     store: Literal["faiss", "postgres"] = "faiss"
@@ -112,7 +114,7 @@ class Settings(BaseSettings):
     upload_max_mb: float = Field(20.0, gt=0)  # per file
     upload_max_total_mb: float = Field(100.0, gt=0)  # per upload
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "ocr", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 import unicodedata
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -86,32 +85,26 @@ def _inside(root: Path, rel: str) -> Path:
 
 
 def sniff(name: str, data: bytes) -> None:
-    """Raise UploadError when the content is not what the extension says (a renamed binary)."""
+    """Raise UploadError when the content is not what the extension says (a renamed binary).
+
+    A zip-based document (docx, pptx, xlsx, epub) is judged from its zip directory alone: what it
+    must hold, encryption, and a total unpacked size and ratio that rule out a zip bomb.
+    """
     kind = loaders.SUPPORTED[Path(name).suffix.lower()]
     if kind == "pdf":
         if not data.startswith(b"%PDF-"):
             raise UploadError(f"{name}: not a PDF (it does not start with %PDF-); was it renamed?")
-    elif kind == "docx":
-        if data.startswith(loaders.OLE_MAGIC):
-            raise UploadError(f"{name}: {_loader_reason(name, data)}")
+    elif kind in loaders.ZIP_PARTS:
         try:
-            with zipfile.ZipFile(_bytes_io(data)) as archive:
-                holds_document = "word/document.xml" in archive.namelist()
-        except (zipfile.BadZipFile, ValueError, OSError):
-            raise UploadError(f"{name}: not a Word document (not a zip archive); was it renamed?") from None
-        if not holds_document:
-            raise UploadError(f"{name}: a zip archive but not a Word document (no word/document.xml)")
+            loaders.check_archive(kind, data)
+        except LoaderError as exc:
+            renamed = "; was it renamed?" if "not a zip archive" in str(exc) else ""
+            raise UploadError(f"{name}: {exc}{renamed}") from None
     else:
         if b"\x00" in data:
             raise UploadError(f"{name}: contains NUL bytes, so it is a binary file, not {kind} text")
         if loaders.looks_binary(data) or not _decodes(data):
             raise UploadError(f"{name}: does not read as text; was a binary file renamed to {kind}?")
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
 
 
 def _decodes(data: bytes) -> bool:
@@ -122,14 +115,6 @@ def _decodes(data: bytes) -> bool:
         from charset_normalizer import from_bytes
 
         return from_bytes(data).best() is not None
-
-
-def _loader_reason(name: str, data: bytes) -> str:
-    try:
-        loaders.parse(loaders.SourceFile(name, Path(name)), data)
-    except LoaderError as exc:
-        return str(exc).removeprefix(f"{name}: ")
-    return "cannot be read"
 
 
 def _limits(settings: Settings) -> tuple[int, int]:
@@ -223,7 +208,7 @@ def _refusal(name: str, data: bytes, settings: Settings, root: Path, overwrite: 
     except LoaderError as exc:
         return str(exc)
     if not document.text.strip():
-        return f"{name}: no text to index (a scanned PDF needs OCR first)"
+        return f"{name}: no text to index (a scanned PDF is read only with RAG_OCR=auto and tesseract-ocr installed)"
     return None
 
 

@@ -11,15 +11,27 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Section(Frozen):
+    """A part of a document whose chunks all carry one header: a sheet (its name and header row),
+    a slide, a chapter, a message (its From, To, Date and Subject)."""
+
+    start: int  # character offset in the document's text
+    header: str
+
+
 class Document(Frozen):
     """A loaded file: its text and where it came from."""
 
     path: str  # relative to the seeds folder, forward slashes; what citations show
     text: str
     content_hash: str  # sha256 of the file's bytes
-    kind: str  # txt, md, html, pdf
-    # For PDFs: character offset at which each page starts in `text` (page 1 first).
+    kind: str  # txt, md, html, pdf, docx, pptx, xlsx, csv, epub, eml
+    # Character offset at which each page starts in `text` (page 1 first): a PDF's pages, a deck's
+    # slides, a workbook's sheets, a book's chapters.
     page_starts: tuple[int, ...] = ()
+    # In order of start; a chunk never spans two (see rag.chunking). Empty: headers come from the
+    # document's own title and heading lines.
+    sections: tuple[Section, ...] = ()
 
     def page_at(self, offset: int) -> int | None:
         if not self.page_starts:

@@ -210,7 +210,7 @@ def test_bad_word_files_are_skipped_and_the_rest_indexed(make_settings, hashing_
 
 
 def test_a_zip_that_unpacks_to_too_much_is_refused(monkeypatch):
-    monkeypatch.setattr(loaders, "MAX_DOCX_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr("rag.loaders.archive.MAX_UNPACKED_BYTES", 1000)
     with pytest.raises(LoaderError, match="unpacks to"):
         parse(report_docx())
 
