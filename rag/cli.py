@@ -99,7 +99,9 @@ def status(
         return
     out.print(
         f"index      {st.index_dir}\n"
-        f"documents  {st.documents}\n"
+        f"documents  {st.documents}"
+        + (f" ({', '.join(f'{n} {kind}' for kind, n in st.kinds.items())})" if st.kinds else "")
+        + "\n"
         f"chunks     {st.chunks}\n"
         f"model      {st.embedding_model} ({st.dimension} dims)\n"
         f"chunking   {st.chunk_tokens} tokens, {st.chunk_overlap} overlap\n"

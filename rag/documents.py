@@ -321,6 +321,10 @@ def remove_documents(
         rel = _check_relative(unicodedata.normalize("NFC", name))
         path = _inside(root, rel)
         if not path.is_file():
+            source = loaders.source_file(root, rel)
+            if source.member is not None:
+                message = rel.rpartition("/")[0]
+                raise UploadError(f"'{rel}': an attachment of {message}; remove the message {message} instead")
             raise UploadError(f"'{rel}': no such document in the seeds folder")
         targets[rel] = path
     for path in targets.values():

@@ -155,6 +155,8 @@ class IndexHandle:
 
 def index_status(settings: Settings) -> IndexStatus:
     """What the manifest of the index in use says."""
+    from collections import Counter
+
     kind = store_class(settings)
     manifest = kind.status_manifest(settings)
     return IndexStatus(
@@ -167,6 +169,7 @@ def index_status(settings: Settings) -> IndexStatus:
         built_at=manifest.built_at,
         index_dir=kind.location(settings),
         sources=sorted(manifest.documents),
+        kinds=dict(sorted(Counter(entry.kind for entry in manifest.documents.values()).items())),
         index_kind=manifest.index_kind,
         index_parameters=manifest.index_parameters,
         index_recall=manifest.index_recall,

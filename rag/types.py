@@ -243,6 +243,7 @@ class IndexStatus(Frozen):
     built_at: datetime
     index_dir: str
     sources: list[str]
+    kinds: dict[str, int] = Field(default_factory=dict)  # documents by kind: {"pdf": 3, "xlsx": 1}
     index_kind: str | None = None  # from the manifest: flat, hnsw, ivf
     index_parameters: dict[str, int] = Field(default_factory=dict)
     index_recall: float | None = None

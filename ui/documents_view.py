@@ -113,13 +113,17 @@ def render_document_list(
         return '<div class="rag-panel-empty">The index holds no documents yet.</div>'
     rows = []
     for d in documents:
+        message = _message_of(d.name)
         button = (
             f'<button type="button" class="rag-doc-remove" data-remove="{_e(d.name)}" '
             f'title="Remove {_e(d.name)}">Remove</button>'
-            if can_remove
+            if can_remove and not message
             else ""
         )
         kind = f'<span class="rag-doc-kind">{_e(d.kind)}</span> · ' if d.kind else ""
+        if message:  # removed with its message, not on its own
+            kind += f'<span class="rag-doc-part">attachment of {_e(message)}</span> · '
+
         rows.append(
             f'<li class="rag-doc-row" data-doc="{_e(d.name)}"><span class="rag-doc-name">{_e(d.name)}</span>'
             f'<span class="rag-doc-meta">{kind}<span class="rag-doc-chunks">{_chunks(d.chunks)}</span></span>'
@@ -127,6 +131,12 @@ def render_document_list(
         )
     count = f"{len(documents)} document" + ("" if len(documents) == 1 else "s")
     return f'<div class="rag-doc-list"><div class="rag-doc-count">{count}</div><ul class="rag-doc-rows">{"".join(rows)}</ul></div>'
+
+
+def _message_of(name: str) -> str:
+    """The mail message a document is an attachment of (`mail.eml/report.pdf`), or ""."""
+    container = name.rpartition("/")[0]
+    return container if container.lower().endswith(".eml") else ""
 
 
 def render_remove_prompt(name: str) -> str:
