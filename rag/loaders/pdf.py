@@ -38,12 +38,14 @@ def _fill_scanned(data: bytes, pages: list[str], blank: list[int], name: str, oc
     """The pages with those that have no text layer read by OCR, or left empty with a warning."""
     mode = ocr_setting(ocr_mode)
     numbers = ", ".join(str(n + 1) for n in blank[:10]) + (" ..." if len(blank) > 10 else "")
+    pages_have = f"page {numbers} has" if len(blank) == 1 else f"pages {numbers} have"
     if mode == "off":
-        log.warning("%s: page %s has no text layer and is skipped (RAG_OCR=off; set RAG_OCR=auto and %s)",
-                    name, numbers, INSTALL_HINT)
+        log.warning("%s: %s no text layer and %s skipped (RAG_OCR=off; set RAG_OCR=auto and %s)",
+                    name, pages_have, "is" if len(blank) == 1 else "are", INSTALL_HINT)
         return pages
     if not tesseract_installed():
-        log.warning("%s: page %s has no text layer and is skipped; %s", name, numbers, INSTALL_HINT)
+        log.warning("%s: %s no text layer and %s skipped; %s", name, pages_have,
+                    "is" if len(blank) == 1 else "are", INSTALL_HINT)
         return pages
     read = read_pages(data, blank, name)
     return [read.get(n, page) for n, page in enumerate(pages)]

@@ -1,4 +1,4 @@
-"""Spreadsheets (.xlsx) and CSV files: a row a line, `row N: cell | cell`, so a quote says which
+"""Spreadsheets (.xlsx) and CSV files: a row a line, `Row N: cell | cell.`, so a quote says which
 row; each sheet a page and a section whose chunks carry the sheet's name and header row, so a row
 read alone is understood."""
 
@@ -91,7 +91,13 @@ def _cell(value: object) -> str:
 
 
 def _lines(rows: list[tuple[int, list[str]]]) -> str:
-    return "\n".join(f"row {number}: {' | '.join(cells)}" for number, cells in rows)
+    """`Row N: cell | cell.` a line: a full stop makes a row a statement, which the select stage
+    and the extractive answer quote (a short line without one reads as a heading and is passed over)."""
+    lines = []
+    for number, cells in rows:
+        line = f"Row {number}: {' | '.join(cells)}"
+        lines.append(line if line[-1] in ".!?" else line + ".")
+    return "\n".join(lines)
 
 
 def _header(sheet: str, columns: list[str]) -> str:
