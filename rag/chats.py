@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,18 +94,15 @@ def short_title(question: str, limit: int = TITLE_CHARS) -> str:
     return cut.rstrip(" ,;:.") + "…"
 
 
-def cited_hashes(answer: Answer, hashes: Mapping[str, str]) -> dict[str, str]:
-    """The content hash of each document `answer` cites, from an index's `hashes` (source -> hash)."""
-    return {c.source: hashes[c.source] for c in answer.citations if c.source in hashes}
-
-
-def document_hashes(rag: object) -> dict[str, str]:
-    """source -> content hash of every document in the index `rag` answers from ({} with no index)."""
+def document_hashes(rag: object, sources: Iterable[str] | None = None) -> dict[str, str]:
+    """source -> the index's content hash of each document `rag` answers from (only `sources`
+    when given, e.g. those an answer cites); {} when there is no index."""
     try:
-        manifest = rag.retriever().manifest  # type: ignore[attr-defined]
+        documents = rag.retriever().manifest.documents  # type: ignore[attr-defined]
     except RagError:
         return {}
-    return {path: entry.content_hash for path, entry in manifest.documents.items()}
+    wanted = documents.keys() if sources is None else set(sources) & documents.keys()
+    return {path: documents[path].content_hash for path in wanted}
 
 
 class ChatStore:

@@ -16,7 +16,7 @@ from rag.chats import (
     ChatStore,
     ChatStoreError,
     ConversationNotFoundError,
-    cited_hashes,
+    document_hashes,
     short_title,
     to_markdown,
 )
@@ -149,7 +149,7 @@ def test_a_changed_or_removed_document_is_flagged_and_an_unchanged_one_is_not(st
         Citation(marker=2, source="rivers.txt", start_line=1, end_line=1, quote="b", score=1.0),
     ])
     index = {"volcanoes.txt": "v1", "rivers.txt": "r1", "other.txt": "o1"}
-    saved = store.append("", None, two, cited_hashes(two, index))
+    saved = store.append("", None, two, {c.source: index[c.source] for c in two.citations})
     [turn] = store.get(saved.id, "").turns
     assert turn.document_hashes == {"volcanoes.txt": "v1", "rivers.txt": "r1"}, "only the cited documents"
 
@@ -188,3 +188,17 @@ def test_an_unwritable_place_is_a_chat_store_error(tmp_path):
 def test_the_store_lives_beside_the_index(make_settings):
     settings = make_settings()
     assert ChatStore.for_settings(settings).path == settings.index_dir / FILE_NAME
+
+
+def test_document_hashes_are_the_index_manifests(make_settings, in_tmp):
+    from fakes import CORPUS, write_corpus
+    from rag.pipeline import Rag
+
+    write_corpus(in_tmp / "seeds", CORPUS)
+    rag = Rag(make_settings())
+    assert document_hashes(rag) == {}, "no index yet"
+    rag.index()
+    manifest = rag.retriever().manifest.documents
+    assert document_hashes(rag) == {path: entry.content_hash for path, entry in manifest.items()}
+    assert document_hashes(rag, ["volcanoes.txt", "not-indexed.txt"]) == {
+        "volcanoes.txt": manifest["volcanoes.txt"].content_hash}
