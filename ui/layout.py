@@ -201,11 +201,11 @@ def _conversations_panel() -> Components:
         parts["chat_list"] = gr.HTML("", elem_id="chat-list", js_on_load=_CHATS_JS)
         with gr.Row(equal_height=True):
             parts["chat_title"] = gr.Textbox(show_label=False, placeholder="Open a conversation to rename it",
-                                             elem_id="chat-title", scale=4, container=False, max_lines=1)
-            parts["chat_rename"] = gr.Button("Rename", elem_id="chat-rename", size="sm", scale=0)
+                                             elem_id="chat-title", scale=4, min_width=120, container=False, max_lines=1)
+            parts["chat_rename"] = gr.Button("Rename", elem_id="chat-rename", size="sm", scale=1, min_width=70)
         with gr.Row():
-            parts["chat_export"] = gr.DownloadButton("Export Markdown", elem_id="chat-export", size="sm")
-            parts["chat_delete"] = gr.Button("Delete", elem_id="chat-delete", variant="stop", size="sm")
+            parts["chat_export"] = gr.DownloadButton("Export Markdown", elem_id="chat-export", size="sm", min_width=90)
+            parts["chat_delete"] = gr.Button("Delete", elem_id="chat-delete", variant="stop", size="sm", min_width=70)
         with gr.Group(visible=False, elem_id="chat-delete-confirm") as parts["delete_confirm"]:
             parts["delete_prompt"] = gr.HTML("", elem_id="chat-delete-prompt", js_on_load=None)
             with gr.Row():
