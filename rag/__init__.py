@@ -54,6 +54,7 @@ __all__ = [
     "ask", "ask_stream", "Rag", "add_documents", "remove_documents", "AddResult",
     "Settings", "load_settings", "describe_report", "report_changes",
     "resolve_generator", "generator_is_parallel", "mount_openai_api", "shutdown", "start_worker",
+    "ChatStore", "ChatStoreError", "ConversationNotFoundError", "document_hashes",
     "Answer", "Citation", "Hit", "IndexReport", "IndexStatus", "Timings",
     "RagError", "ConfigError", "LoaderError", "UploadError", "IndexStoreError", "IndexNotFoundError",
     "IndexMismatchError", "IndexCorruptError", "IndexLockedError", "DatabaseUnavailableError",
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from rag.chats import ChatStore, ChatStoreError, ConversationNotFoundError, document_hashes
     from rag.config import Settings, load_settings
     from rag.documents import AddResult, add_documents, remove_documents
     from rag.generation import parallel as generator_is_parallel
@@ -90,6 +92,11 @@ _LAZY = {
     "resolve_generator": ("rag.generation", "resolve_name"),
     "generator_is_parallel": ("rag.generation", "parallel"),
     "mount_openai_api": ("rag.openai_api", "mount_openai_api"),
+    # Saved conversations (the page's side panel, `rag chats`): one SQLite file beside the index.
+    "ChatStore": ("rag.chats", "ChatStore"),
+    "ChatStoreError": ("rag.chats", "ChatStoreError"),
+    "ConversationNotFoundError": ("rag.chats", "ConversationNotFoundError"),
+    "document_hashes": ("rag.chats", "document_hashes"),
 }
 
 

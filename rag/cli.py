@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rag.bench_cli import bench_app
+from rag.chats_cli import chats_app
 from rag.cli_options import GeneratorName, IndexDir, Json, Mode, Seeds, TopK
 from rag.cli_options import settings as _settings
 from rag.errors import RagError
@@ -289,6 +290,7 @@ def main() -> None:
 
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+app.add_typer(chats_app, name="chats")
 
 if __name__ == "__main__":
     main()

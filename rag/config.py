@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
-    auth: SecretStr | None = None  # "user:password"
+    auth: SecretStr | None = None  # "user:password", or several: "alice:pw1,bob:pw2"
     watch: bool = True
 
     # Adding and removing documents (page, `rag add`/`rag remove`, rag.add_documents)
@@ -162,10 +162,21 @@ class Settings(BaseSettings):
         return self.seeds_dir
 
     def auth_pair(self) -> tuple[str, str] | None:
+        """The first login of RAG_AUTH (the only one, unless several are given)."""
+        users = self.auth_users()
+        return users[0] if users else None
+
+    def auth_users(self) -> list[tuple[str, str]]:
+        """Every (user, password) of RAG_AUTH. Several are separated by commas; a value with a
+        part lacking `:` is one login whose password has a comma in it, as before."""
         if self.auth is None:
-            return None
-        user, _, password = self.auth.get_secret_value().partition(":")
-        return user, password
+            return []
+        value = self.auth.get_secret_value()
+        parts = value.split(",")
+        if len(parts) < 2 or not all(":" in p and p.partition(":")[0].strip() for p in parts):
+            parts = [value]
+        return [(user.strip() if len(parts) > 1 else user, password)
+                for user, _, password in (p.partition(":") for p in parts)]
 
 
 def _readable_types() -> tuple[str, ...]:

@@ -6,7 +6,8 @@
 
 Modules: `state` (turns, background activity), `rendering` (the page's HTML, no Gradio),
 `handlers` (the events), `layout` (the page, `style.css`), `serving` (running it), `documents`
-and `documents_view` (the documents panel), `idle` (a quiet server sleeps).
+and `documents_view` (the documents panel), `conversations` and `conversations_view` (the saved
+conversations panel, over `rag.ChatStore`), `idle` (a quiet server sleeps).
 
 The chat uses only public APIs: the library through `rag` (never its modules), and Gradio's
 documented API except for the few parts in `gradio_private`, each there because Gradio has no

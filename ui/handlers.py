@@ -15,8 +15,11 @@ from collections.abc import Generator, Iterator, Sequence
 import gradio as gr
 
 from rag import Answer, Citation, QuestionError, Rag, RagError, generator_is_parallel, resolve_generator
+from ui.conversations import SavedConversations, turn_of
+from ui.conversations_view import CHANGED_NOTE
 from ui.rendering import (
     VIEWER_HINT,
+    lines_label,
     render_answer,
     render_citations,
     render_error,
@@ -40,7 +43,8 @@ STREAM_FRAME_SECONDS = 0.04  # at most ~25 chat updates a second while streaming
 EMPTY_QUESTION = "the question is empty; type a question about your documents"
 
 # The outputs of `ChatHandlers.respond`, in order (kept as names so tests can read the tuples).
-RESPOND_OUTPUTS = ("question", "chat", "turns", "citations", "viewer", "generator_note", "send", "stop")
+RESPOND_OUTPUTS = ("question", "chat", "turns", "citations", "viewer", "generator_note", "send", "stop",
+                   "conversation", "chat_list", "chat_title", "chat_export")
 STOP_OUTPUTS = ("chat", "turns", "send", "stop")
 
 _CITE_KEY = re.compile(r"^(\d{1,6}):(\d{1,3})$")
@@ -58,9 +62,10 @@ def _assistant(content: str) -> dict:
 class ChatHandlers:
     """The event handlers of the page, as plain methods (callable directly in tests)."""
 
-    def __init__(self, rag: Rag, activity: Activity | None = None) -> None:
+    def __init__(self, rag: Rag, activity: Activity | None = None, saved: SavedConversations | None = None) -> None:
         self.rag = rag
         self.activity = activity or Activity()
+        self.saved = saved or SavedConversations(rag)
 
     def concurrent_answers(self) -> int:
         """How many answers the page works on at once: one for a local model (which reads one
@@ -95,8 +100,10 @@ class ChatHandlers:
         return tuple(values.get(name, gr.skip()) for name in RESPOND_OUTPUTS)
 
     def respond(self, question: str, chat: list | None, turns: list | None, generator: str | None,
-                top_k: float | None) -> Iterator[tuple]:
-        """Stream one answer into the chat; errors become a message in the chat, never a crash."""
+                top_k: float | None, conversation: str | None = None,
+                request: gr.Request | None = None) -> Iterator[tuple]:
+        """Stream one answer into the chat and save it in the open conversation (a new one when
+        none is open); errors become a message in the chat, never a crash."""
         before, turns = list(chat or []), list(turns or [])
         question = question or ""
         if not question.strip():
@@ -125,7 +132,7 @@ class ChatHandlers:
             log.exception("answering %r failed", shown)
             yield self._failed(chat, f"unexpected {type(exc).__name__}; see the server log. The chat still works.")
             return
-        yield self._answered(answer, selection, chat, turns)
+        yield self._answered(answer, selection, chat, turns, conversation, request)
 
     def _streamed(self, stream, chat: list) -> Generator[tuple, None, Answer]:
         """Show the pieces of `stream` as they arrive (a frame at most every STREAM_FRAME_SECONDS)."""
@@ -152,15 +159,10 @@ class ChatHandlers:
         chat[-1] = _assistant(render_error(message))
         return self._respond_out(chat=list(chat), **_buttons(busy=False))
 
-    def _answered(self, answer: Answer, selection: str, chat: list, turns: list) -> tuple:
-        turn = Turn(
-            question=answer.question,
-            text=answer.text,
-            citations=tuple(answer.citations),
-            refused=answer.refused,
-            msg=len(chat) - 1,
-            generator=answer.generator,
-        )
+    def _answered(self, answer: Answer, selection: str, chat: list, turns: list, conversation: str | None,
+                  request: gr.Request | None) -> tuple:
+        conversation, hashes = self.saved.save(answer, conversation, request)
+        turn = turn_of(answer, len(chat) - 1, hashes)
         turns.append(turn)
         self.activity.resolve(selection, answer.generator)
         chat[-1] = _assistant(render_answer(answer))
@@ -171,6 +173,8 @@ class ChatHandlers:
             viewer=render_viewer_message(VIEWER_HINT),
             generator_note=self.generator_note(selection, answer.generator),
             **_buttons(busy=False),
+            **dict(zip(("chat_list", "chat_title", "chat_export"), self.saved.panel(conversation, request))),
+            conversation=conversation,
         )
 
     def stop(self, chat: list | None, turns: list | None) -> tuple:
@@ -202,6 +206,10 @@ class ChatHandlers:
         citation = self._lookup(key, turns)
         if citation is None:
             return render_viewer_message("That source is not available.")
+        turn = turns[int(str(key).split(":")[0])]  # checked by _lookup
+        if citation.source in self.saved.changed(turn):
+            return render_viewer_message(f"{citation.source}, {lines_label(citation.start_line, citation.end_line)}: "
+                                         f"{CHANGED_NOTE} They are not shown highlighted.")
         return self.passage(citation)
 
     def passage(self, citation: Citation) -> str:
@@ -226,7 +234,7 @@ class ChatHandlers:
             return gr.skip(), gr.skip()
         for number, turn in enumerate(turns):
             if turn.msg in (index, index + 1):
-                return render_citations(number, turn), render_viewer_message(VIEWER_HINT)
+                return render_citations(number, turn, self.saved.changed(turn)), render_viewer_message(VIEWER_HINT)
         return gr.skip(), gr.skip()
 
     def clear(self) -> tuple:

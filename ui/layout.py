@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from rag import Rag, Settings
+from ui.conversations import DELETE_OUTPUTS, OPEN_OUTPUTS, SavedConversations
 from ui.documents import REMOVE_OUTPUTS, UPLOAD_OUTPUTS, DocumentHandlers
 from ui.documents_view import render_uploads_off, upload_help
 from ui.handlers import RESPOND_OUTPUTS, STOP_OUTPUTS, ChatHandlers
@@ -42,6 +43,15 @@ _INTRO = (
     "taken from. Ask follow-ups in your own words; the conversation is taken into account.</p></div>"
 )
 
+# Saved conversations: a click on a row opens it (the id is checked against the user server-side).
+_CHATS_JS = """
+element.addEventListener('click', (event) => {
+  const row = event.target.closest('[data-chat]');
+  if (!row || !element.contains(row)) return;
+  trigger('click', { chat: row.dataset.chat });
+});
+"""
+
 # Remove buttons in the documents list: one delegated listener, like the source cards.
 _REMOVE_JS = """
 element.addEventListener('click', (event) => {
@@ -66,22 +76,25 @@ def sent(evt: gr.EventData, key: str) -> object:
 def build_app(rag: Rag, *, activity: Activity | None = None) -> gr.Blocks:
     """The chat page over one Rag. Launch it with `launch(**launch_options(rag.settings))` (in
     ui.serving) for the theme and styles (Gradio 6 takes them at launch)."""
-    handlers = ChatHandlers(rag, activity)
+    saved = SavedConversations(rag)
+    handlers = ChatHandlers(rag, activity, saved)
     choices = rag.available_generators()
     if rag.settings.generator not in choices:
         choices.append(rag.settings.generator)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.HTML(_INTRO, elem_id="header", js_on_load=None)
-        page: Components = {"turns": gr.State([])}
+        page: Components = {"turns": gr.State([]), "conversation": gr.State(None)}
         with gr.Row(equal_height=False):
             with gr.Column(scale=7, min_width=480):
                 page |= _chat_column()
             with gr.Column(scale=3, min_width=300, elem_id="side-panel"):
+                page |= _conversations_panel()
                 page |= _side_panel(rag.settings, choices)
                 page |= _documents_panel(rag.settings)
         page["timer"] = gr.Timer(STATUS_REFRESH_SECONDS)
-        _wire_chat(page, handlers)
+        answering = _wire_chat(page, handlers)
+        _wire_conversations(demo, page, saved, answering)
         _wire_side_panel(demo, page, handlers, rag.settings)
         _wire_documents(demo, page, DocumentHandlers(rag), handlers)
         gr.api(handlers.ask_api, api_name="ask", api_description="Answer a question from the documents, "
@@ -144,13 +157,13 @@ def _side_panel(settings: Settings, choices: list[str]) -> Components:
             "generator_note": generator_note, "top_k": top_k}
 
 
-def _wire_chat(page: Components, handlers: ChatHandlers) -> None:
+def _wire_chat(page: Components, handlers: ChatHandlers) -> gr.events.Dependency:
     """Asking, stopping, opening sources, new chat (private: the page's events are not the API)."""
     chat, turns, citations, viewer = page["chat"], page["turns"], page["citations"], page["viewer"]
     answering = gr.on(
         triggers=[page["send"].click, page["question"].submit],
         fn=handlers.respond,
-        inputs=[page["question"], chat, turns, page["generator"], page["top_k"]],
+        inputs=[page["question"], chat, turns, page["generator"], page["top_k"], page["conversation"]],
         outputs=[page[name] for name in RESPOND_OUTPUTS],
         show_progress="hidden",
         trigger_mode="once",
@@ -178,6 +191,56 @@ def _wire_chat(page: Components, handlers: ChatHandlers) -> None:
     page["clear"].click(handlers.clear, outputs=cleared, cancels=[answering], api_visibility="private")
     # The chat's own trash icon: forget the conversation behind it too.
     chat.clear(handlers.clear, outputs=cleared, cancels=[answering], api_visibility="private")
+    return answering
+
+
+def _conversations_panel() -> Components:
+    """The saved conversations: the list, and the open one's title, rename, delete and export."""
+    parts: Components = {}
+    with gr.Accordion("Conversations", open=True, elem_id="chats"):
+        parts["chat_list"] = gr.HTML("", elem_id="chat-list", js_on_load=_CHATS_JS)
+        with gr.Row(equal_height=True):
+            parts["chat_title"] = gr.Textbox(show_label=False, placeholder="Open a conversation to rename it",
+                                             elem_id="chat-title", scale=4, min_width=120, container=False, max_lines=1)
+            parts["chat_rename"] = gr.Button("Rename", elem_id="chat-rename", size="sm", scale=1, min_width=70)
+        with gr.Row():
+            parts["chat_export"] = gr.DownloadButton("Export Markdown", elem_id="chat-export", size="sm", min_width=90)
+            parts["chat_delete"] = gr.Button("Delete", elem_id="chat-delete", variant="stop", size="sm", min_width=70)
+        with gr.Group(visible=False, elem_id="chat-delete-confirm") as parts["delete_confirm"]:
+            parts["delete_prompt"] = gr.HTML("", elem_id="chat-delete-prompt", js_on_load=None)
+            with gr.Row():
+                parts["delete_yes"] = gr.Button("Delete", elem_id="chat-delete-yes", variant="stop", size="sm")
+                parts["delete_no"] = gr.Button("Cancel", elem_id="chat-delete-no", variant="secondary", size="sm")
+    return parts
+
+
+def _wire_conversations(demo: gr.Blocks, page: Components, saved: SavedConversations,
+                        answering: gr.events.Dependency) -> None:
+    """Open (cancelling an answer in progress), new chat, rename, delete (confirmed), and the list
+    (on load and on the timer, so another tab's answers appear)."""
+    quiet: dict = {"show_progress": "hidden", "api_visibility": "private"}
+    conversation, listing = page["conversation"], page["chat_list"]
+    opened = [page[name] for name in OPEN_OUTPUTS]
+
+    def open_chat(request: gr.Request, evt: gr.EventData) -> tuple:
+        return saved.open(sent(evt, "chat"), request)
+
+    def new_chat(request: gr.Request) -> tuple:
+        return saved.new_chat(request)[OPEN_OUTPUTS.index("conversation"):]
+
+    listing.click(open_chat, outputs=opened, cancels=[answering], **quiet)
+    for cleared in (page["clear"].click, page["chat"].clear):
+        cleared(new_chat, outputs=opened[OPEN_OUTPUTS.index("conversation"):], **quiet)
+    renamed = [listing, page["chat_title"], page["chat_export"]]
+    page["chat_rename"].click(saved.rename, inputs=[conversation, page["chat_title"]], outputs=renamed, **quiet)
+    page["chat_title"].submit(saved.rename, inputs=[conversation, page["chat_title"]], outputs=renamed, **quiet)
+    confirm = [page[name] for name in DELETE_OUTPUTS]
+    page["chat_delete"].click(saved.ask_delete, inputs=[conversation, page["chat_title"]], outputs=confirm, **quiet)
+    page["delete_no"].click(saved.cancel_delete, outputs=confirm, **quiet)
+    page["delete_yes"].click(saved.delete, inputs=[conversation], outputs=opened + confirm, cancels=[answering],
+                             **quiet)
+    page["timer"].tick(saved.listing, inputs=[conversation], outputs=[listing], **quiet)
+    demo.load(saved.listing, inputs=[conversation], outputs=[listing], **quiet)
 
 
 def _wire_side_panel(demo: gr.Blocks, page: Components, handlers: ChatHandlers, settings: Settings) -> None:

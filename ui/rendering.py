@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from rag import Answer, Citation, IndexReport, IndexStatus, describe_report, report_changes
@@ -106,8 +106,9 @@ def render_error(message: str) -> str:
 
 
 # -- sources and the passage viewer ------------------------------------------------------------
-def render_citations(turn_index: int | None, turn: Turn | None) -> str:
-    """The clickable source cards of one answer (click data is `turn:marker`, checked server-side)."""
+def render_citations(turn_index: int | None, turn: Turn | None, changed: Collection[str] = ()) -> str:
+    """The clickable source cards of one answer (click data is `turn:marker`, checked server-side);
+    the cards of a document in `changed` say it has changed since the answer."""
     if turn is None:
         return (
             '<div class="rag-panel-empty">Sources of the selected answer appear here. '
@@ -118,17 +119,19 @@ def render_citations(turn_index: int | None, turn: Turn | None) -> str:
         return head + '<div class="rag-panel-empty">No sources: the documents do not answer this.</div>'
     if not turn.citations:
         return head + '<div class="rag-panel-empty">This answer cites no sources.</div>'
-    cards = "".join(_citation_card(turn_index, c) for c in turn.citations)
+    cards = "".join(_citation_card(turn_index, c, c.source in changed) for c in turn.citations)
     return head + f'<div class="rag-cites">{cards}</div>'
 
 
-def _citation_card(turn_index: int | None, c: Citation) -> str:
+def _citation_card(turn_index: int | None, c: Citation, changed: bool = False) -> str:
     quote = " ".join(c.quote.split())
     if len(quote) > QUOTE_PREVIEW_CHARS:
         quote = quote[: QUOTE_PREVIEW_CHARS - 3].rstrip() + "…"
     warn = "" if c.verified else (
         '<span class="rag-unverified" title="quote not found at these lines">unverified</span>'
     )
+    if changed:
+        warn += '<span class="rag-changed" title="the lines cited may have moved">changed since this answer</span>'
     return (
         f'<button type="button" class="rag-cite" data-cite="{turn_index}:{c.marker}">'
         f'<span class="rag-cite-n">[{c.marker}]</span>'

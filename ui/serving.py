@@ -17,7 +17,6 @@ from ui.state import Activity
 log = logging.getLogger(__name__)
 
 
-
 def is_loopback(host: str) -> bool:
     if host.strip().lower() == "localhost":
         return True
@@ -42,7 +41,8 @@ def launch_options(settings: Settings) -> dict:
     return {
         "server_name": settings.host,
         "server_port": settings.port,
-        "auth": settings.auth_pair(),
+        # One login as a pair (as before); several as Gradio's list of pairs.
+        "auth": settings.auth_pair() if len(settings.auth_users()) <= 1 else settings.auth_users(),
         "auth_message": "This chat is protected: sign in with the RAG_AUTH credentials.",
         "theme": THEME,
         "css": CSS,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from rag import Citation, IndexReport, describe_report
@@ -22,6 +23,9 @@ class Turn:
     refused: bool = False
     msg: int = -1  # index of the assistant message in the chat
     generator: str = ""
+    # The index's content hash of each cited document when answered: a document whose hash
+    # differs now has changed since, and its cited lines are not highlighted as if they held.
+    document_hashes: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 class Activity:
