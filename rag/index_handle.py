@@ -131,16 +131,17 @@ class IndexHandle:
             return None
         if source not in retriever.manifest.documents:
             return None
+        from rag.loaders import document_text, source_file
+
         root = self.settings.seeds_dir.resolve()
-        try:
-            key = (self.build, source, (root / source).resolve().stat().st_mtime)
-        except OSError:
+        try:  # the file itself, or the message holding an attachment ("mail.eml/report.pdf")
+            key = (self.build, source, source_file(root, source).path.stat().st_mtime)
+        except (OSError, LoaderError):
             return None
         with self._lock:
             if key in self._documents:
                 self._documents.move_to_end(key)
                 return self._documents[key]
-        from rag.loaders import document_text
 
         try:
             text: str | None = document_text(root, source)

@@ -230,7 +230,7 @@ def collect_chunks(scan: Scan, plan: Plan, settings: Settings, embedder: Embedde
     for rel in plan.to_embed:
         scanned = scan.files[rel]
         try:
-            document = loaders.parse(scanned.source, scanned.data)
+            document = loaders.parse(scanned.source, scanned.data, ocr=settings.ocr)
         except LoaderError as exc:
             warn(f"skipped {exc}")
             failed[rel] = str(exc)

@@ -234,13 +234,11 @@ def test_a_question_answered_by_one_file_cites_it_where_a_person_would_look(fold
     first = answer.citations[0]
     assert (first.source, first.page) == (source, page)
     assert quote in first.quote
-    assert first.verified or source == "boiler.eml/warranty.pdf"  # see the xfail test below
+    assert first.verified
     lines = loaders.document_text(folder.seeds_dir, source).split("\n")
     assert quote in "\n".join(lines[first.start_line - 1:first.end_line])
 
 
-@pytest.mark.xfail(strict=True, reason="rag.index_handle.read_document stats seeds/<path>, which an "
-                   "attachment (mail.eml/name) is not: it should stat loaders.source_file(root, path).path")
 def test_a_citation_of_an_attachment_is_verified_against_its_text(folder):
     rag = Rag(folder)
     rag.index()
