@@ -33,6 +33,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rag.errors import (
+    ChatStoreError,
+    ConversationNotFoundError,
     ConfigError,
     DatabaseUnavailableError,
     EmbeddingError,
@@ -62,7 +64,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from rag.chats import ChatStore, ChatStoreError, ConversationNotFoundError, document_hashes
+    from rag.chats import ChatStore, document_hashes
     from rag.config import Settings, load_settings
     from rag.documents import AddResult, add_documents, remove_documents
     from rag.generation import parallel as generator_is_parallel
@@ -94,8 +96,6 @@ _LAZY = {
     "mount_openai_api": ("rag.openai_api", "mount_openai_api"),
     # Saved conversations (the page's side panel, `rag chats`): one SQLite file beside the index.
     "ChatStore": ("rag.chats", "ChatStore"),
-    "ChatStoreError": ("rag.chats", "ChatStoreError"),
-    "ConversationNotFoundError": ("rag.chats", "ConversationNotFoundError"),
     "document_hashes": ("rag.chats", "document_hashes"),
 }
 

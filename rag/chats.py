@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field
 
 from rag.config import Settings
-from rag.errors import RagError
+from rag.errors import ChatStoreError, ConversationNotFoundError, RagError
 from rag.types import Answer, Frozen
 
 FILE_NAME = "chats.sqlite3"
@@ -41,14 +41,6 @@ _SCHEMA = (
         turn INTEGER NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
         source TEXT NOT NULL, content_hash TEXT NOT NULL, PRIMARY KEY (turn, source))""",
 )
-
-
-class ChatStoreError(RagError):
-    """The conversations file cannot be used (newer schema, unreadable, unwritable)."""
-
-
-class ConversationNotFoundError(ChatStoreError):
-    """No conversation with that id belongs to that owner."""
 
 
 class Conversation(Frozen):

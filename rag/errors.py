@@ -75,3 +75,11 @@ __all__ = [
     "GeneratorError",
     "GeneratorUnavailableError",
 ]
+
+
+class ChatStoreError(RagError):
+    """The saved conversations file cannot be used (newer schema, unreadable, unwritable)."""
+
+
+class ConversationNotFoundError(ChatStoreError):
+    """No conversation with that id belongs to that owner."""
