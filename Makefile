@@ -87,7 +87,7 @@ $(VENV)/.test: $(VENV)/.installed
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	touch $@
 
-install-test: $(VENV)/.test
+install-test: $(VENV)/.test tesseract
 
 # --- everyday commands -----------------------------------------------------------------------
 
