@@ -204,6 +204,7 @@ def ask(
         print(rag.ask_stream(question, generator=generator, top_k=top_k, mode=mode).result()
               .model_dump_json(indent=2))
         return
+    live = sys.stdout.isatty()  # a terminal sees the words as they come; a file gets the checked answer once
     streamed = []
     with _Waiting("searching the documents") as waiting:
         stream = rag.ask_stream(question, generator=generator, top_k=top_k, mode=mode)
@@ -211,12 +212,18 @@ def ask(
         for piece in stream:
             waiting.stop()
             streamed.append(piece)
-            print(piece, end="", flush=True)
-    print()
+            if live:
+                print(piece, end="", flush=True)
     answer = stream.result()
-    if answer.text.strip() and answer.text.strip() != "".join(streamed).strip():
-        # The stream broke and another backend (the extractive fallback) answered instead.
+    if not live:
         print(answer.text)
+    elif answer.text.strip() != "".join(streamed).strip():
+        # Markers re-pointed, a draft completed, or the fallback answered: what the sources say.
+        print()
+        err.print("[dim]checked against the sources:[/]", highlight=False)
+        print(answer.text)
+    else:
+        print()
     if answer.fallback_reason:
         err.print(f"[yellow]note:[/] {answer.fallback_reason}", highlight=False)
     if answer.citations:
