@@ -80,6 +80,7 @@ class CorpusCache:
         self._waiting: tuple[Path, list[Chunk], object] | None = None
         self._reader: tuple[object, object] | None = None  # (thread, model) of the read in progress
         self._closed = False
+        lifecycle.track(self)  # a read in progress is abandoned at exit, before its model is freed
 
     def fits(self, build: str, chunks: list[Chunk], context_tokens: int, max_tokens: int) -> bool:
         """Whether this build's corpus fits the context (counted once per build)."""

@@ -4,9 +4,12 @@ Native libraries (llama.cpp) keep threads and memory of their own; freed in the 
 during the interpreter's own teardown, they crash the process after its work is done. Here, once
 per process (at exit, and when the server stops), in this order:
 
-1. every open owner (a `Rag`) is closed: its background readers are told to stop and joined;
-2. any other worker started through `start_worker` is joined, each within a bound;
-3. the release hooks run, last registered first (the local model's contexts, then its weights).
+1. the stop hooks run: native work in progress is told to stop (every llama.cpp decode aborts
+   within a step);
+2. every open owner (the context planner, the corpus cache, the backends) is closed: its
+   background readers are stopped and joined;
+3. any other worker started through `start_worker` is joined, each within a bound;
+4. the release hooks run, last registered first (the local model's contexts, then its weights).
 
 A worker still running after its bound is left alone, and so is what it uses: leaking memory at
 exit is harmless, freeing it under a running thread is not.
@@ -27,6 +30,7 @@ _lock = threading.Lock()
 _owners: "weakref.WeakSet" = weakref.WeakSet()
 _workers: set[threading.Thread] = set()
 _releases: list[Callable[[], None]] = []
+_stops: list[Callable[[], None]] = []
 _stopping = threading.Event()
 _registered = False
 
@@ -50,6 +54,13 @@ def on_release(hook: Callable[[], None]) -> None:
     with _lock:
         _register_once()
         _releases.append(hook)
+
+
+def on_stop(hook: Callable[[], None]) -> None:
+    """Run `hook` first at shutdown, to tell native work in progress to stop (it must not block)."""
+    with _lock:
+        _register_once()
+        _stops.append(hook)
 
 
 def start_worker(target: Callable[..., object], *args: object, name: str) -> threading.Thread:
@@ -89,8 +100,13 @@ def shutdown() -> None:
     """Stop and free everything in order (idempotent; also registered with atexit)."""
     _stopping.set()
     with _lock:
-        owners, workers = list(_owners), list(_workers)
+        owners, workers, stops = list(_owners), list(_workers), list(_stops)
         releases, _releases[:] = list(reversed(_releases)), []
+    for stop in stops:
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 (shutdown goes on)
+            log.exception("stopping at shutdown failed")
     for owner in owners:
         try:
             owner.close()  # type: ignore[attr-defined]

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from rag import lifecycle
 from rag.config import Settings
 from rag.corpus_cache import CorpusCache, corpus_request, vectors_path
 from rag.embedding import Embedder
@@ -53,7 +52,6 @@ class ContextPlanner:
         self.handle = handle
         self._embedder = embedder
         self.cache = CorpusCache(settings.index_dir)
-        lifecycle.track(self)  # a read in progress is abandoned at exit, before the model is freed
 
     def plan(self, question: str, hits: list[Hit], gen: Generator, selection: Selection | None = None) -> ContextPlan:
         """The request `gen` is given for `question`, fitted to its context window."""

@@ -81,6 +81,7 @@ def _install() -> None:
     # A decode reads its context's flag between steps through libc's strlen: "" goes on, "\1" stops.
     _hooks["abort"] = llama_cpp.ggml_abort_callback(ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value)
     _hooks["log"] = to_logging
+    lifecycle.on_stop(abort_all)
     lifecycle.on_release(close_all)
 
 
@@ -115,6 +116,14 @@ def load(path: Path, *, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bo
         else:
             _private.append(engine)
         return engine
+
+
+def abort_all() -> None:
+    """Make every decode in progress, in every context, return at its next step."""
+    with _lock:
+        engines = [*_private, *_shared.values()]
+    for engine in engines:
+        engine.abort()
 
 
 def close_all() -> None:
