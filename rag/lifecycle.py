@@ -85,10 +85,11 @@ def stopping() -> bool:
     return _stopping.is_set()
 
 
-def join(thread: threading.Thread, timeout: float = JOIN_SECONDS) -> bool:
-    """Wait for `thread` within `timeout`; False (and a log line) when it is still running."""
+def join(thread: threading.Thread, timeout: float | None = None) -> bool:
+    """Wait for `thread` within `timeout` (JOIN_SECONDS); False (and a log line) when it still runs."""
     if thread is threading.current_thread():
         return True
+    timeout = JOIN_SECONDS if timeout is None else timeout
     thread.join(timeout)
     if thread.is_alive():
         log.warning("%s did not stop within %.0f s; leaving it and what it uses", thread.name, timeout)
@@ -97,9 +98,12 @@ def join(thread: threading.Thread, timeout: float = JOIN_SECONDS) -> bool:
 
 
 def shutdown() -> None:
-    """Stop and free everything in order (idempotent; also registered with atexit)."""
-    _stopping.set()
+    """Stop and free everything in order (once: later calls, like atexit's after the server's,
+    do nothing)."""
     with _lock:
+        if _stopping.is_set():
+            return
+        _stopping.set()
         owners, workers, stops = list(_owners), list(_workers), list(_stops)
         releases, _releases[:] = list(reversed(_releases)), []
     for stop in stops:
