@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import signal
 import threading
 import weakref
 from collections.abc import Callable
@@ -106,6 +107,14 @@ def shutdown() -> None:
         _stopping.set()
         owners, workers, stops = list(_owners), list(_workers), list(_stops)
         releases, _releases[:] = list(reversed(_releases)), []
+    # A second Ctrl+C while stopping must not cut the shutdown short with a traceback: it is bounded.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_in_order(stops, owners, workers, releases)
+
+
+def _stop_in_order(stops: list, owners: list, workers: list[threading.Thread], releases: list) -> None:
+    """Tell native work to stop, close the owners, join the workers, then free (see above)."""
     for stop in stops:
         try:
             stop()

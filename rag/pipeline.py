@@ -12,6 +12,7 @@ handle (rag.index_handle), the models (rag.backends), the corpus states (the con
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from rag.corpus_cache import CorpusCache
     from rag.embedding import Embedder
 
+log = logging.getLogger(__name__)
 Turn = tuple[str, str]  # (user question, assistant answer)
 
 
@@ -217,6 +219,7 @@ class _Run:
                 self.first_token = time.perf_counter()
                 yield self.verdict.said
                 return
+            log.info("%s: %s", self.primary.name, self.plan.status)
             for piece in self.generation.outer.stream(self.plan.request):
                 self.first_token = self.first_token or time.perf_counter()
                 yield piece
