@@ -168,13 +168,20 @@ def interrupt(args: list[str], env: dict[str, str], cwd: Path, when: str) -> tup
 def test_ctrl_c_during_ask_with_the_local_model_exits_130_and_the_index_still_loads(tmp_path):
     write_corpus(tmp_path / "seeds")
     env = product_env(tmp_path) | {"RAG_LLM_MAX_TOKENS": "400", "RAG_RELEVANCE_FLOOR": "-1", "RAG_LOG_LEVEL": "info"}
-    # Interrupted once the model has started on the answer (the log line the info level adds).
-    code, printed, _ = interrupt(["ask", "Which cities stand on the Danube?"], env, tmp_path, when="llamacpp: reading")
-    assert code == 130 and "Traceback" not in printed, printed[-2000:]
-    assert "Sources:" not in printed  # stopped before the answer was done
-    status = subprocess.run([sys.executable, "-m", "rag.cli", "status"], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=120)
-    assert status.returncode == 0 and "documents" in status.stdout
+    # Interrupted once the model has started on the answer (the log line the info level adds),
+    # each time on a fresh index, so the corpus is being read in the background too: 8 times,
+    # because what can go wrong is a race between that read and the shutdown.
+    def run(i: int) -> tuple[int, str, object]:
+        fresh = env | {"RAG_INDEX_DIR": str(tmp_path / f"index-{i}")}
+        return interrupt(["ask", "Which cities stand on the Danube?"], fresh, tmp_path, when="llamacpp: reading")
+
+    for code, printed, _ in run_many(run, 8):
+        assert code == 130 and "Traceback" not in printed, printed[-2000:]
+        assert "Sources:" not in printed  # stopped before the answer was done
+    for i in range(8):
+        status = subprocess.run([sys.executable, "-m", "rag.cli", "status"], capture_output=True, text=True,
+                                env=env | {"RAG_INDEX_DIR": str(tmp_path / f"index-{i}")}, cwd=tmp_path, timeout=120)
+        assert status.returncode == 0 and "documents" in status.stdout, status.stderr
 
 
 def test_ctrl_c_during_index_exits_130_and_the_previous_index_keeps_serving(tmp_path):

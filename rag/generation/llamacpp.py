@@ -94,7 +94,8 @@ class LlamaCppGenerator:
         )
 
     def _tokenize(self, text: str, *, bos: bool, special: bool = False) -> list[int]:
-        return self._llm.tokenize(text.encode(), add_bos=bos, special=special)
+        with self._engine.use() as llm:  # held: a model closed meanwhile must not be read
+            return llm.tokenize(text.encode(), add_bos=bos, special=special)
 
     def private_copy(self) -> "LlamaCppGenerator":
         """The same model in a context of its own (for work in the background that must not
@@ -124,13 +125,13 @@ class LlamaCppGenerator:
     def _format(self, messages: list[Message]) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llm = self._llm
-        formatter = Jinja2ChatFormatter(
-            template=llm.metadata["tokenizer.chat_template"],
-            eos_token=llm.detokenize([llm.token_eos()]).decode(errors="ignore"),
-            bos_token=llm.detokenize([llm.token_bos()]).decode(errors="ignore"),
-        )
-        return formatter(messages=[m.model_dump() for m in messages]).prompt
+        with self._engine.use() as llm:
+            formatter = Jinja2ChatFormatter(
+                template=llm.metadata["tokenizer.chat_template"],
+                eos_token=llm.detokenize([llm.token_eos()]).decode(errors="ignore"),
+                bos_token=llm.detokenize([llm.token_bos()]).decode(errors="ignore"),
+            )
+            return formatter(messages=[m.model_dump() for m in messages]).prompt
 
     def warm(self, system: str) -> None:
         """Read the fixed start of every prompt now, so the first question pays only for its own."""
