@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rag.errors import LoaderError
 from rag.loaders import ebook, mail, office, pdf, sheets, text, word
+from rag.loaders.archive import ZIP_PARTS, check_archive
 from rag.loaders.base import OLE_MAGIC, Parsed, decode_text, looks_binary
 from rag.loaders.word import Heading, docx_headings, heading_at
 from rag.types import Document
@@ -45,13 +46,6 @@ PARSERS: dict[str, Callable[[bytes, str], Parsed]] = {
     "epub": ebook.load_epub,
     "eml": mail.load_eml,
 }
-# What each zip-based kind must hold (rag.documents checks uploads against it too).
-ZIP_PARTS = {"docx": "word/document.xml", **office.ZIP_PARTS, **sheets.ZIP_PARTS, **ebook.ZIP_PARTS}
-
-
-def check_archive(kind: str, data: bytes) -> None:
-    """LoaderError when a zip-based document is not one, is encrypted, or unpacks to too much."""
-    {"docx": word.check_docx, "pptx": office.check_pptx, "xlsx": sheets.check_xlsx, "epub": ebook.check_epub}[kind](data)
 
 
 @dataclass(frozen=True)

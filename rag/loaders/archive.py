@@ -19,6 +19,18 @@ MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 MAX_RATIO = 100
 RATIO_FLOOR_BYTES = 10 * 1024 * 1024
 MAX_MEMBERS = 20_000
+# Each zip-based kind: the member it must hold, what it is called, and what an OLE container of
+# that name is (an old binary format; an encrypted one is named as such by `check_zip`).
+ZIP_KINDS = {
+    "docx": ("word/document.xml", "Word document",
+             "an old-format Word (.doc) or other Office file, not .docx; save it as .docx"),
+    "pptx": ("ppt/presentation.xml", "PowerPoint presentation",
+             "an old-format PowerPoint (.ppt) or other Office file, not .pptx; save it as .pptx"),
+    "xlsx": ("xl/workbook.xml", "Excel workbook",
+             "an old-format Excel (.xls) or other Office file, not .xlsx; save it as .xlsx"),
+    "epub": ("META-INF/container.xml", "EPUB e-book", "not an EPUB e-book (an OLE file)"),
+}
+ZIP_PARTS = {kind: required for kind, (required, _, _) in ZIP_KINDS.items()}
 
 
 def check_zip(data: bytes, required: str, what: str, old_format: str) -> frozenset[str]:
@@ -48,3 +60,9 @@ def check_zip(data: bytes, required: str, what: str, old_format: str) -> frozens
             f"({len(infos)} parts): refused as a likely zip bomb"
         )
     return names
+
+
+def check_archive(kind: str, data: bytes) -> frozenset[str]:
+    """The member names of a zip-based document of `kind`, or LoaderError: not one, encrypted,
+    or unpacking to too much."""
+    return check_zip(data, *ZIP_KINDS[kind])

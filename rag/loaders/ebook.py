@@ -10,23 +10,17 @@ from urllib.parse import unquote
 from xml.etree import ElementTree
 
 from rag.errors import LoaderError
-from rag.loaders.archive import check_zip
+from rag.loaders.archive import ZIP_PARTS, check_archive
 from rag.loaders.base import Parsed, decode_text, html_text, join_parts, one_line, short_header
 from rag.types import Section
 
-ZIP_PARTS = {"epub": "META-INF/container.xml"}
 _HTML_TYPES = frozenset({"application/xhtml+xml", "text/html"})
 _FONT_SUFFIXES = (".ttf", ".otf", ".woff", ".woff2")  # obfuscated fonts are not DRM
 
 
-def check_epub(data: bytes) -> frozenset[str]:
-    """The member names of an .epub, or LoaderError when it is not one (or a zip bomb)."""
-    return check_zip(data, ZIP_PARTS["epub"], "EPUB e-book", "not an EPUB e-book (an OLE file)")
-
-
 def load_epub(data: bytes, name: str) -> Parsed:
     """A book's chapters in reading order (the spine), one a page, a paragraph a line."""
-    names = check_epub(data)
+    names = check_archive("epub", data)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as book:
             if "META-INF/encryption.xml" in names and _encrypted(book.read("META-INF/encryption.xml")):

@@ -6,24 +6,14 @@ from __future__ import annotations
 import io
 
 from rag.errors import LoaderError
-from rag.loaders.archive import check_zip
+from rag.loaders.archive import check_archive
 from rag.loaders.base import Parsed, join_parts, one_line, short_header
 from rag.types import Section
-
-ZIP_PARTS = {"pptx": "ppt/presentation.xml"}
-
-
-def check_pptx(data: bytes) -> None:
-    """LoaderError when the bytes are not a .pptx (or an encrypted one, or a zip bomb)."""
-    check_zip(
-        data, ZIP_PARTS["pptx"], "PowerPoint presentation",
-        "an old-format PowerPoint (.ppt) or other Office file, not .pptx; save it as .pptx",
-    )
 
 
 def load_pptx(data: bytes, name: str) -> Parsed:
     """A deck's slides, one a page, each its text and notes."""
-    check_pptx(data)
+    check_archive("pptx", data)
     from pptx import Presentation
 
     try:

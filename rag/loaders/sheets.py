@@ -9,25 +9,16 @@ import io
 from datetime import date, datetime, time
 
 from rag.errors import LoaderError
-from rag.loaders.archive import check_zip
+from rag.loaders.archive import check_archive
 from rag.loaders.base import Parsed, decode_text, join_parts, one_line, short_header
 from rag.types import Section
 
-ZIP_PARTS = {"xlsx": "xl/workbook.xml"}
 HEADER_SEPARATOR = " > "  # as rag.chunking joins a title and a heading
-
-
-def check_xlsx(data: bytes) -> None:
-    """LoaderError when the bytes are not a .xlsx (or an encrypted one, or a zip bomb)."""
-    check_zip(
-        data, ZIP_PARTS["xlsx"], "Excel workbook",
-        "an old-format Excel (.xls) or other Office file, not .xlsx; save it as .xlsx",
-    )
 
 
 def load_xlsx(data: bytes, name: str) -> Parsed:
     """A workbook's sheets, one a page, their values (not formulas) a row a line."""
-    check_xlsx(data)
+    check_archive("xlsx", data)
     from openpyxl import load_workbook
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from rag.errors import LoaderError
-from rag.loaders.archive import check_zip
+from rag.loaders.archive import check_archive
 from rag.loaders.base import Parsed, one_line
 from rag.types import Frozen
 
@@ -18,21 +18,13 @@ class Heading(Frozen):
     text: str
 
 
-def check_docx(data: bytes) -> None:
-    """LoaderError when the bytes are not a .docx (or an encrypted one, or a zip bomb)."""
-    check_zip(
-        data, "word/document.xml", "Word document",
-        "an old-format Word (.doc) or other Office file, not .docx; save it as .docx",
-    )
-
-
 def docx_lines(data: bytes) -> tuple[list[str], list[Heading]]:
     """The paragraphs of a .docx one a line, and its headings.
 
     Line N is the N-th paragraph that holds text, so a citation's lines name paragraphs; a table
     row is one line (`cell | cell`), empty paragraphs (spacing) are left out.
     """
-    check_docx(data)
+    check_archive("docx", data)
     import docx
     from docx.table import Table
 
