@@ -54,7 +54,7 @@ from rag.types import Answer, Citation, Hit, IndexReport, IndexStatus, Timings
 
 __all__ = [
     "ask", "ask_stream", "Rag", "add_documents", "remove_documents", "AddResult",
-    "Settings", "load_settings", "describe_report", "report_changes",
+    "Settings", "load_settings", "describe_report", "report_changes", "lines_label",
     "resolve_generator", "generator_is_parallel", "mount_openai_api", "shutdown", "start_worker",
     "ChatStore", "ChatStoreError", "ConversationNotFoundError", "document_hashes",
     "Answer", "Citation", "Hit", "IndexReport", "IndexStatus", "Timings",
@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from rag.openai_api import mount_openai_api
     from rag.pipeline import Rag, ask, ask_stream
     from rag.reporting import describe_report, report_changes
+    from rag.text import lines_label
 
 # Public name -> (module, name inside it). Imported on first use: the pipeline pulls in
 # numpy/faiss, the settings pydantic-settings, the API FastAPI, and `rag --help` must stay fast.
@@ -88,6 +89,7 @@ _LAZY = {
     "Settings": ("rag.config", "Settings"),
     "load_settings": ("rag.config", "load_settings"),
     "describe_report": ("rag.reporting", "describe_report"),
+    "lines_label": ("rag.text", "lines_label"),
     "report_changes": ("rag.reporting", "report_changes"),
     # The backend a generator name stands for (`auto` -> openai, llamacpp or extractive), and
     # whether that backend answers several questions at once (a local model reads one at a time).

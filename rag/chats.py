@@ -20,6 +20,7 @@ from pydantic import Field
 
 from rag.config import Settings
 from rag.errors import ChatStoreError, ConversationNotFoundError, RagError
+from rag.text import lines_label
 from rag.types import Answer, Frozen
 
 FILE_NAME = "chats.sqlite3"
@@ -273,11 +274,6 @@ class ChatStore:
         return to_markdown(self.get(conversation_id, owner))
 
 
-def _lines(start: int, end: int, page: int | None) -> str:
-    label = f"line {start}" if start == end else f"lines {start}–{end}"
-    return f"{label}, page {page}" if page else label
-
-
 def to_markdown(thread: Thread) -> str:
     """A conversation as Markdown: the questions, the answers, and each answer's sources."""
     conversation = thread.conversation
@@ -291,6 +287,7 @@ def to_markdown(thread: Thread) -> str:
             out += ["**Sources**", ""]
             for c in answer.citations:
                 quote = " ".join(c.quote.split())
-                out.append(f"- [{c.marker}] `{c.source}`, {_lines(c.start_line, c.end_line, c.page)}: “{quote}”")
+                where = lines_label(c.start_line, c.end_line, c.page, sep=", ")
+                out.append(f"- [{c.marker}] `{c.source}`, {where}: “{quote}”")
             out.append("")
     return "\n".join(out).rstrip() + "\n"

@@ -140,3 +140,8 @@ def clean_question(text: str) -> str:
     text = "".join(ch for ch in text if ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127))
     return re.sub(r"\s+", " ", text).strip()
 
+
+def lines_label(start: int, end: int, page: int | None = None, *, sep: str = " · ") -> str:
+    """Where a citation points, as a person reads it: `line 4`, `lines 4–9`, with the page."""
+    label = f"line {start}" if start == end else f"lines {start}–{end}"
+    return f"{label}{sep}page {page}" if page else label

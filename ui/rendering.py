@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from rag import Answer, Citation, IndexReport, IndexStatus, describe_report, report_changes
+from rag import Answer, Citation, IndexReport, IndexStatus, describe_report, lines_label, report_changes
 from ui.state import Activity, Turn
 
 CONTEXT_LINES = 3  # lines shown around a cited range in the passage viewer
@@ -25,12 +25,6 @@ _STREAMING = re.compile(r"<span class=\"rag-(?:cursor|thinking)\">.*?</span>")
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
-
-
-def lines_label(start: int, end: int, page: int | None = None) -> str:
-    """`line 4`, `lines 4–9`, with the page for PDFs."""
-    label = f"line {start}" if start == end else f"lines {start}–{end}"
-    return f"{label} · page {page}" if page else label
 
 
 # -- chat messages -----------------------------------------------------------------------------
