@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rag import lifecycle
 from rag.chunking import count_tokens
+from rag.generation import abilities
 from rag.prompting import ANSWER_INSTRUCTION, SYSTEM_PROMPT, format_passage
 from rag.types import Chunk, GenerationRequest, Highlight, Hit, Message
 
@@ -36,6 +37,8 @@ QUESTION_ROOM = 700
 # completed them (it reads the key sentences from the request either way); 24 (the best sentence
 # cut short) misled the model.
 MAX_HINTS = 4
+# The fewest tokens a numbered passage of the corpus prompt can take (its label and one token).
+MIN_PASSAGE_TOKENS = 8
 # tiktoken counts fewer tokens than most chat models' own tokenizers; leave a margin.
 TOKENIZER_MARGIN = 1.25
 
@@ -49,6 +52,12 @@ def corpus_system(chunks: list[Chunk]) -> str:
     """The system message of a corpus prompt: the rules, then every chunk numbered."""
     body = "\n\n".join(format_passage(h.rank, h) for h in corpus_hits(chunks))
     return f"{SYSTEM_PROMPT}\n\nThe numbered passages:\n\n{body}"
+
+
+def could_fit(chunk_count: int, context_tokens: int) -> bool:
+    """Whether a corpus of `chunk_count` chunks might fit the context: each numbered passage costs
+    at least its label ("Passage [n] (file, line n):") and a token of text, about ten tokens."""
+    return 0 < chunk_count * MIN_PASSAGE_TOKENS <= context_tokens
 
 
 def fits(chunks: list[Chunk], context_tokens: int, max_tokens: int) -> bool:
@@ -130,8 +139,8 @@ class CorpusCache:
             reader = self._reader
         if reader is not None:
             thread, model = reader
-            if model is not None and hasattr(model, "close"):
-                model.close()
+            if model is not None:
+                abilities.close(model)  # aborts its read within a step
             lifecycle.join(thread)  # type: ignore[arg-type]
 
     def build_now(self, path: Path, chunks: list[Chunk], model) -> int:
@@ -161,8 +170,8 @@ class CorpusCache:
                 self.failed[path] = f"{type(exc).__name__}: {exc}"
                 log.warning("corpus state not saved (%s); answering from the windowed prompt", exc)
         finally:
-            if model is not None and hasattr(model, "close"):
-                model.close()  # its context's memory, freed now: every rebuild makes one
+            if model is not None:
+                abilities.close(model)  # its context's memory, freed now: every rebuild makes one
             with self._lock:
                 self._reader = None
                 self._building.discard(path)

@@ -1,7 +1,8 @@
 """The index build in use by one process: loaded once, reloaded when a new build is reported.
 
-Answers always come from one complete build. The handle never builds an index itself: a missing
-index is an IndexNotFoundError saying how to build one.
+Answers always come from one complete build. The handle builds an index only when asked
+(`index`, `ensure`, `watch`, through rag.indexer); reading a missing one is an IndexNotFoundError
+saying how to build it.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ class IndexHandle:
     def build(self) -> str:
         """The name of the build in use."""
         return str(self.retriever().store.stats().build)
+
+    @property
+    def chunk_count(self) -> int:
+        """How many chunks the build in use holds (from its statistics, no chunk read)."""
+        return self.retriever().store.stats().chunks
 
     def chunks(self) -> list[Chunk]:
         """Every chunk of the build in use, in the manifest's order (read once per build)."""

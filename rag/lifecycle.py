@@ -106,7 +106,7 @@ def shutdown() -> None:
             return
         _stopping.set()
         owners, workers, stops = list(_owners), list(_workers), list(_stops)
-        releases, _releases[:] = list(reversed(_releases)), []
+        releases = list(reversed(_releases))
     # A second Ctrl+C while stopping must not cut the shutdown short with a traceback: it is bounded.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -115,20 +115,17 @@ def shutdown() -> None:
 
 def _stop_in_order(stops: list, owners: list, workers: list[threading.Thread], releases: list) -> None:
     """Tell native work to stop, close the owners, join the workers, then free (see above)."""
-    for stop in stops:
-        try:
-            stop()
-        except Exception:  # noqa: BLE001 (shutdown goes on)
-            log.exception("stopping at shutdown failed")
-    for owner in owners:
-        try:
-            owner.close()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 (shutdown goes on: the rest must still be freed)
-            log.exception("closing %r at shutdown failed", owner)
+    _each(stops, "stopping")
+    _each([owner.close for owner in owners], "closing")
     if not all([join(t) for t in workers]):
         return  # a worker still runs: freeing what it may use would crash the process
-    for release in releases:
+    _each(releases, "releasing")
+
+
+def _each(calls: list[Callable[[], object]], doing: str) -> None:
+    """Call each; one that fails is logged and the rest still run (all must be freed)."""
+    for call in calls:
         try:
-            release()
-        except Exception:  # noqa: BLE001
-            log.exception("releasing at shutdown failed")
+            call()
+        except Exception:  # noqa: BLE001 (shutdown goes on)
+            log.exception("%s at shutdown failed (%r)", doing, call)

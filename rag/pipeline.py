@@ -16,9 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TypedDict, Unpack
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from rag.answerability import Verdict, relevant, verdict
 from rag.assembly import assemble

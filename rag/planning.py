@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from rag.config import Settings
-from rag.corpus_cache import CorpusCache, corpus_request, vectors_path
+from rag.corpus_cache import CorpusCache, corpus_request, could_fit, vectors_path
 from rag.embedding import Embedder
 from rag.excerpts import excerpts
 from rag.generation import abilities
@@ -84,8 +84,10 @@ class ContextPlanner:
         model that keeps what it read, and a corpus that fits its context with a question."""
         if self.settings.prompt_context not in ("auto", "corpus") or model is None or not self.handle.loaded:
             return None
-        chunks, build = self.handle.chunks(), self.handle.build
         context_tokens = model.context_tokens  # type: ignore[attr-defined]
+        if not could_fit(self.handle.chunk_count, context_tokens):
+            return None  # told by the count alone: a large index is never read whole for this
+        chunks, build = self.handle.chunks(), self.handle.build
         if not chunks or not self.cache.fits(build, chunks, context_tokens, self.settings.llm_max_tokens):
             return None
         return build, chunks

@@ -80,11 +80,7 @@ def names() -> list[str]:
 def resolve_name(name: str, settings: Settings) -> str:
     """The backend `auto` stands for: openai if configured, else a local model if installed."""
     if name != AUTO:
-        if name not in _REGISTRY:
-            raise ConfigError(
-                f"RAG_GENERATOR: unknown generator {name!r}; choose one of {', '.join(names())}"
-            )
-        return name
+        return backend(name).name  # an unknown name lists the valid ones
     from rag.models import local_model_available
 
     if settings.openai_base_url:

@@ -70,7 +70,6 @@ class LlamaCppGenerator:
                              batch_tokens=batch_tokens, flash_attn=flash_attn)
         self._engine = llama_engine.load(model_path, n_ctx=context_tokens, n_threads=threads or usable_cpus(),
                                          n_batch=batch_tokens, flash_attn=flash_attn, shared=shared)
-        self._llm = self._engine.llm
         self._shared = shared
         self._fingerprint: str | None = None
         # The first token of the refusal sentence ("I"): its probability as the answer's first
@@ -92,6 +91,11 @@ class LlamaCppGenerator:
             batch_tokens=settings.llm_batch_tokens,
             flash_attn=settings.llm_flash_attn,
         )
+
+    @property
+    def _llm(self):
+        """The engine's model (for inspection; the class itself reads it through `use()`)."""
+        return self._engine.llm
 
     def _tokenize(self, text: str, *, bos: bool, special: bool = False) -> list[int]:
         with self._engine.use() as llm:  # held: a model closed meanwhile must not be read
