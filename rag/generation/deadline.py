@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 from rag.errors import GeneratorError
+from rag.generation import abilities
 from rag.generation.base import Generator
 from rag.types import GenerationRequest
 
@@ -79,7 +80,7 @@ class DeadlineGenerator:
         self.inner = inner
         self.name = inner.name
         self.context_tokens = inner.context_tokens
-        self.trusted_markers = getattr(inner, "trusted_markers", False)
+        self.trusted_markers = abilities.trusted_markers(inner)
         self.deadline = deadline
         self.limit = label
         self.note: str | None = None

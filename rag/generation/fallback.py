@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from rag.errors import GeneratorError, GeneratorUnavailableError
+from rag.generation import abilities
 from rag.generation.base import Generator
 from rag.types import GenerationRequest
 
@@ -27,7 +28,7 @@ class FallbackGenerator:
 
     @property
     def trusted_markers(self) -> bool:
-        return bool(getattr(self.answered_by, "trusted_markers", False))
+        return abilities.trusted_markers(self.answered_by)
 
     @property
     def label(self) -> str:
