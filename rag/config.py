@@ -80,9 +80,15 @@ class Settings(BaseSettings):
     # Show the model the sentences that match the question best, after the passages.
     prompt_highlights: bool = True
     # What a model reads: "auto" = the whole corpus, read once per build, when it fits the local
-    # model's context (else as "windowed"); "windowed" = the best sentences with their
-    # neighbours, up to prompt_budget_tokens; "passages" = the retrieved passages whole.
-    prompt_context: Literal["auto", "corpus", "windowed", "passages"] = "auto"
+    # model's context; else the best passages from their saved states once saved (else as
+    # "windowed"); "stitched" = the best passages put together from states saved per passage
+    # (rag.passage_states); "windowed" = the best sentences with their neighbours, up to
+    # prompt_budget_tokens; "passages" = the retrieved passages whole.
+    prompt_context: Literal["auto", "corpus", "stitched", "windowed", "passages"] = "auto"
+    prompt_passages: int = Field(4, ge=1, le=9)  # passages a stitched prompt holds
+    # Disk kept for passage states (about 28 KiB per token of the default model); the least
+    # recently used are removed beyond it, and read again when next needed.
+    passage_states_mb: int = Field(4096, ge=16)
     prompt_budget_tokens: int = Field(300, ge=20, le=8000)
     prompt_window: int = Field(1, ge=0, le=5)  # neighbouring sentences on each side
     # The local model refuses when the chance it gives to starting with the refusal is at least

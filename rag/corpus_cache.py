@@ -206,13 +206,13 @@ def _lower_priority() -> None:
         pass
 
 
-def _overlapping(chunks: list[Chunk], passage: Chunk) -> list[int]:
+def overlapping(chunks: list[Chunk], passage: Chunk) -> list[int]:
     """The numbers of the corpus chunks a retrieved passage covers (one, or several it merged)."""
     return [n for n, c in enumerate(chunks, start=1)
             if c.source == passage.source and c.start_char < passage.end_char and passage.start_char < c.end_char]
 
 
-def _locate(chunks: list[Chunk], passage: Chunk, key: Highlight) -> Highlight | None:
+def locate(chunks: list[Chunk], passage: Chunk, key: Highlight) -> Highlight | None:
     """The key sentence of `passage` marked into the corpus chunk that holds it whole."""
     start, end = passage.start_char + key.start, passage.start_char + key.end
     for n, c in enumerate(chunks, start=1):
@@ -225,10 +225,10 @@ def corpus_request(question: str, hits: list[Hit], key: list[Highlight], chunks:
                    *, max_tokens: int, temperature: float) -> GenerationRequest:
     """The request over the whole corpus whose system message `state` holds already read:
     markers number the corpus's chunks; retrieval's passages and the key sentences are hints."""
-    hints = list(dict.fromkeys(n for h in hits for n in _overlapping(chunks, h.chunk)))
+    hints = list(dict.fromkeys(n for h in hits for n in overlapping(chunks, h.chunk)))
     # Each key sentence re-pointed at the corpus chunk that holds it whole (retrieval may have
     # merged overlapping chunks into one passage); if one has none, the fallback selects again.
-    mapped = [m for h in key if (m := _locate(chunks, hits[h.marker - 1].chunk, h)) is not None]
+    mapped = [m for h in key if (m := locate(chunks, hits[h.marker - 1].chunk, h)) is not None]
     highlights = mapped if len(mapped) == len(key) else None
     messages = [
         Message(role="system", content=corpus_system(chunks)),

@@ -21,13 +21,17 @@ from rag.corpus_cache import CorpusCache, corpus_request, could_fit, vectors_pat
 from rag.embedding import Embedder
 from rag.excerpts import excerpts
 from rag.generation import abilities
-from rag.generation.base import Generator, PrefixCache
+from rag.generation.base import Generator, PassageCache, PrefixCache
 from rag.index_handle import IndexHandle
+from rag.passage_states import PassageStates, covering, passage_request
 from rag.prompting import SYSTEM_PROMPT, build_request
 from rag.selection import prime, select
 from rag.types import Chunk, Frozen, GenerationRequest, Hit, Selection
 
-Context = Literal["corpus", "windowed", "passages"]
+Context = Literal["corpus", "stitched", "windowed", "passages"]
+# A stitched prompt is used while at most this many of its passages have no saved state (each
+# is then read in place, a few seconds; more, and the excerpts are quicker).
+MISSING_READ_IN_PLACE = 1
 
 
 class ContextPlan(Frozen):
@@ -52,6 +56,7 @@ class ContextPlanner:
         self.handle = handle
         self._embedder = embedder
         self.cache = CorpusCache(settings.index_dir)
+        self.passage_states = PassageStates(settings.index_dir, max_bytes=settings.passage_states_mb << 20)
 
     def plan(self, question: str, hits: list[Hit], gen: Generator, selection: Selection | None = None) -> ContextPlan:
         """The request `gen` is given for `question`, fitted to its context window."""
@@ -67,8 +72,11 @@ class ContextPlanner:
                     question, hits, selection.key, chunks, state, max_tokens=s.llm_max_tokens,
                     temperature=s.llm_temperature))
             self.cache.build_in_background(build, model.fingerprint, chunks, model.private_copy)
+        stitched = self._stitched(question, hits, selection, abilities.passage_cache(gen), corpus is None)
+        if stitched is not None:
+            return stitched
         context = s.prompt_context
-        if context in ("auto", "corpus"):
+        if context in ("auto", "corpus", "stitched"):
             context = "windowed" if model is not None else "passages"
         passages, key, shown = hits, selection.key, s.prompt_highlights
         if context == "windowed" and selection.ranked:
@@ -78,6 +86,38 @@ class ContextPlanner:
                                 temperature=s.llm_temperature, highlights=key, show_highlights=shown)
         return ContextPlan(context="windowed" if context == "windowed" and selection.ranked else "passages",
                            request=request)
+
+    def _stitched(self, question: str, hits: list[Hit], selection: Selection, model: PassageCache | None,
+                  outgrown: bool) -> ContextPlan | None:
+        """The best passages from their saved states, when asked for (stitched; auto when the
+        corpus is not read whole) and the model keeps passage states; their missing states are
+        read in the background (None meanwhile, when more than one is missing)."""
+        s = self.settings
+        wanted = s.prompt_context == "stitched" or (s.prompt_context == "auto" and outgrown)
+        if not wanted or model is None or not hits or not self.handle.loaded:
+            return None
+        chunks = self.handle.chunks()
+        chosen = covering(chunks, hits, s.prompt_passages)
+        missing = self.passage_states.missing(model.fingerprint, chosen)
+        if missing:
+            self.passage_states.read_in_background(model.fingerprint, [*missing, *self._newest_first(chunks)],
+                                                   model.private_copy)
+        if len(missing) > MISSING_READ_IN_PLACE or not chosen:
+            return None
+        return ContextPlan(context="stitched", request=passage_request(
+            question, hits, selection.key, chosen, self.passage_states.folder, max_tokens=s.llm_max_tokens,
+            temperature=s.llm_temperature))
+
+    def _newest_first(self, chunks: list[Chunk]) -> list[Chunk]:
+        """`chunks` with the most recently changed documents' first (an upload is read first)."""
+        def changed(source: str) -> float:
+            try:
+                return (self.settings.seeds_dir / source).stat().st_mtime
+            except OSError:
+                return 0.0
+
+        times = {source: changed(source) for source in {c.source for c in chunks}}
+        return sorted(chunks, key=lambda c: -times[c.source])
 
     def _corpus(self, model: PrefixCache | None) -> tuple[str, list[Chunk]] | None:
         """This build and its chunks, when the corpus prompt applies: asked for (auto, corpus), a
@@ -94,9 +134,15 @@ class ContextPlanner:
 
     def prepare(self, gen: Generator) -> None:
         """Ahead of the first question: every sentence's vector at hand and the saved corpus
-        state loaded (or started in the background when missing); else the system prompt read."""
+        state loaded (or started in the background when missing); else the passages' missing
+        states started in the background and the system prompt read."""
         model = abilities.prefix_cache(gen)
         corpus = self._corpus(model)
+        passages = abilities.passage_cache(gen)
+        if corpus is None and passages is not None and self.settings.prompt_context in ("auto", "stitched") \
+                and self.handle.loaded:
+            self.passage_states.read_in_background(passages.fingerprint, self._newest_first(self.handle.chunks()),
+                                                   passages.private_copy)
         if corpus is not None and model is not None:
             build, chunks = corpus
             embedder = self._embedder()
@@ -109,5 +155,6 @@ class ContextPlanner:
         abilities.warm(gen, SYSTEM_PROMPT)
 
     def close(self) -> None:
-        """Abandon a corpus state being read (joined) and start no other."""
+        """Abandon a corpus or passage state being read (joined) and start no other."""
         self.cache.close()
+        self.passage_states.close()

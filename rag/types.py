@@ -108,6 +108,8 @@ class GenerationRequest(Frozen):
     highlights: list[Highlight] | None = None  # the key sentences; None when not selected
     # A saved model state holding the prompt's system message already read (see rag.corpus_cache).
     prefix_state: str | None = None
+    # A folder of saved passage states: the system message is put together from them (rag.passage_states).
+    passage_states: str | None = None
     max_tokens: int = 384
     temperature: float = 0.1
 

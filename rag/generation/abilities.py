@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from rag.generation.base import Closable, Generator, PrefixCache, Reader, Warmable
+from rag.generation.base import Closable, Generator, PassageCache, PrefixCache, Reader, Warmable
 
 
 def prefix_cache(gen: Generator) -> PrefixCache | None:
     """`gen` as a model that saves and reloads what it read, if it is one."""
     return gen if isinstance(gen, PrefixCache) else None  # type: ignore[return-value]
+
+
+def passage_cache(gen: object) -> PassageCache | None:
+    """`gen` as a model that saves each passage's state and starts a prompt from them, if it is one."""
+    return gen if isinstance(gen, PassageCache) else None  # type: ignore[return-value]
 
 
 def reader(gen: Generator, *, cheap_only: bool = False) -> Reader | None:

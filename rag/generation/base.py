@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from rag.types import GenerationRequest, Message
 
-__all__ = ["Generator", "GenerationRequest", "Message", "PrefixCache", "Reader", "Warmable", "Closable"]
+__all__ = ["Generator", "GenerationRequest", "Message", "PrefixCache", "PassageCache", "Reader", "Warmable", "Closable"]
 
 
 @runtime_checkable
@@ -46,6 +46,21 @@ class PrefixCache(Protocol):
     def preload(self, path: Path) -> None: ...
 
     def private_copy(self) -> "PrefixCache": ...  # a context of its own, for reading in the background
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PassageCache(Protocol):
+    """Reads a passage alone after the system prompt and gives its state back as bytes; a request
+    naming a folder of such states (`GenerationRequest.passage_states`) is started from them,
+    so only the question is read (rag.passage_states)."""
+
+    fingerprint: str
+
+    def read_passage(self, text: str, *, background: bool = False) -> bytes: ...
+
+    def private_copy(self) -> "PassageCache": ...
 
     def close(self) -> None: ...
 

@@ -17,6 +17,13 @@ The one module that touches llama-cpp-python's process-wide switches and private
 - **Private fields.** Saving and restoring a prefix's key/value state needs the context pointer
   and the token list the high-level `Llama` keeps to itself; `Engine` is the one class that
   reaches them.
+- **Sequences.** A context holds a few sequences over one shared key/value store: 0 is what the
+  model answers from; 1 carries a saved passage's state in (and out); 2 re-reads one token in the
+  middle of 0. So a prompt can be put together from states read at other times, each moved to
+  its place (`append_state`, `replace_token`).
+- **Answers first.** Reading in the background (a corpus or passage state, in a context of its
+  own) waits between short steps while a shared model is answering (`read(background=True)`):
+  two cores cannot serve both at once.
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ _shared: dict[tuple, "Engine"] = {}
 _private: list["Engine"] = []
 _hooks: dict[str, object] = {}  # the C callbacks, kept alive for as long as llama.cpp may call them
 _aborting: set[int] = set()  # engines told to stop and not yet freed
+# Sequence ids of a context (see the module's docstring).
+ANSWER_SEQ, LOAD_SEQ, PATCH_SEQ = 0, 1, 2
+SEQUENCES = 3
+# Tokens a background read decodes between two looks at whether an answer is waiting.
+BACKGROUND_STEP = 64
+_answering = threading.Condition()
+_answering_count = [0]
 
 
 def configure(level: str) -> None:
@@ -104,8 +118,9 @@ def load(path: Path, *, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bo
             ) from None
         _install()
         try:
-            llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                        n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, verbose=False)
+            with _sequences(SEQUENCES):
+                llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                            n_batch=n_batch, n_ubatch=n_batch, flash_attn=flash_attn, verbose=False)
         except Exception as exc:
             raise GeneratorUnavailableError(
                 f"RAG_LLM_MODEL_PATH: cannot load {path} ({type(exc).__name__}: {exc})"
@@ -116,6 +131,33 @@ def load(path: Path, *, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bo
         else:
             _private.append(engine)
         return engine
+
+
+@contextmanager
+def _sequences(count: int) -> Iterator[None]:
+    """Contexts made meanwhile hold `count` sequences over one key/value store (the binding's
+    `Llama` has no parameter for it; called with `_lock` held, so no other load sees this)."""
+    import llama_cpp.llama_cpp as low
+
+    original = low.llama_context_default_params
+
+    def params():
+        p = original()
+        p.n_seq_max = count
+        p.kv_unified = True
+        return p
+
+    low.llama_context_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_context_default_params = original
+
+
+def wait_until_idle(timeout: float = 1.0) -> bool:
+    """Wait (up to `timeout`) while a shared model is answering; True when none is."""
+    with _answering:
+        return _answering.wait_for(lambda: _answering_count[0] == 0, timeout=timeout)
 
 
 def abort_all() -> None:
@@ -158,11 +200,22 @@ class Engine:
 
     @contextmanager
     def use(self) -> Iterator[object]:
-        """The model, held by this thread until the block ends."""
+        """The model, held by this thread until the block ends (a shared model's use makes
+        background reads wait: answers come first)."""
         with self.lock:
             if self.closed:
                 raise GeneratorUnavailableError("the local model was closed (the process is stopping)")
-            yield self.llm
+            if not self.shared:
+                yield self.llm
+                return
+            with _answering:
+                _answering_count[0] += 1
+            try:
+                yield self.llm
+            finally:
+                with _answering:
+                    _answering_count[0] -= 1
+                    _answering.notify_all()
 
     def abort(self) -> None:
         """Make a decode in progress (and every later one) return at its next step."""
@@ -192,16 +245,111 @@ class Engine:
         return True
 
     # -- prefix states (called with `use()` held) -----------------------------------------------
-    def read(self, tokens: Sequence[int]) -> None:
+    def read(self, tokens: Sequence[int], *, background: bool = False) -> None:
         """Read `tokens` from an empty context (the state a prefix file saves)."""
         self.llm.reset()
+        self._prefix = None
+        self.extend(tokens, background=background)
+
+    def extend(self, tokens: Sequence[int], *, background: bool = False) -> None:
+        """Read `tokens` after what sequence 0 holds (`background`: in short steps, each waiting
+        while a shared model answers)."""
+        step = BACKGROUND_STEP if background else max(1, len(tokens))
         try:
-            self.llm.eval(tokens)
+            for start in range(0, len(tokens), step):
+                while background and not wait_until_idle() and not self.aborted:
+                    pass
+                self.llm.eval(tokens[start:start + step])
         except RuntimeError as exc:
             self.llm.reset()
             if self.aborted:
                 raise GeneratorError("stopped: the model is closing") from None
             raise GeneratorError(f"the local model could not read the prompt ({exc})") from None
+
+    def keep(self, tokens: Sequence[int]) -> bool:
+        """Make sequence 0 hold exactly `tokens` if it starts with them (what follows dropped);
+        False when it does not (nothing changed)."""
+        llm, n = self.llm, len(tokens)
+        if llm.n_tokens < n or list(llm.input_ids[:n]) != list(tokens):
+            return False
+        if llm.n_tokens > n:
+            llm._ctx.kv_cache_seq_rm(ANSWER_SEQ, n, -1)
+            llm.n_tokens = n
+        if self._prefix is not None and self._prefix[1] > n:
+            self._prefix = None
+        llm._requires_eval = True
+        return True
+
+    def tail_state(self, start: int) -> bytes:
+        """The key/value state of sequence 0 from position `start` to its end, as bytes that
+        `append_state` takes back (at any position)."""
+        import llama_cpp
+
+        ctx = self.llm._ctx.ctx
+        memory = llama_cpp.llama_get_memory(ctx)
+        llama_cpp.llama_memory_seq_cp(memory, ANSWER_SEQ, LOAD_SEQ, start, -1)
+        try:
+            size = llama_cpp.llama_state_seq_get_size(ctx, LOAD_SEQ)
+            buffer = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, LOAD_SEQ)
+            if written == 0:
+                raise GeneratorError("the local model could not copy a passage's state")
+            return bytes(buffer)[:written]
+        finally:
+            llama_cpp.llama_memory_seq_rm(memory, LOAD_SEQ, -1, -1)
+
+    def append_state(self, data: bytes, tokens: Sequence[int], *, saved_at: int) -> None:
+        """Put a state from `tail_state` (of `tokens`, read at position `saved_at`) at the end of
+        sequence 0, its positions moved there."""
+        import llama_cpp
+
+        llm = self.llm
+        ctx, at, n = llm._ctx.ctx, llm.n_tokens, len(tokens)
+        if at + n > llm.n_ctx():
+            raise GeneratorError(f"the passages do not fit the model's context of {llm.n_ctx()} tokens")
+        memory = llama_cpp.llama_get_memory(ctx)
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        try:
+            if llama_cpp.llama_state_seq_set_data(ctx, buffer, len(data), LOAD_SEQ) == 0:
+                raise GeneratorError("a saved passage state does not fit this model; it is read again")
+            if llama_cpp.llama_memory_seq_pos_max(memory, LOAD_SEQ) != saved_at + n - 1:
+                raise GeneratorError("a saved passage state does not match its text; it is read again")
+            if at != saved_at:
+                llama_cpp.llama_memory_seq_add(memory, LOAD_SEQ, saved_at, saved_at + n, at - saved_at)
+            llama_cpp.llama_memory_seq_cp(memory, LOAD_SEQ, ANSWER_SEQ, -1, -1)
+        finally:
+            llama_cpp.llama_memory_seq_rm(memory, LOAD_SEQ, -1, -1)
+        llm.input_ids[at:at + n] = tokens
+        llm.n_tokens = at + n
+        llm._requires_eval = True
+        self._prefix = None
+
+    def replace_token(self, position: int, token: int) -> None:
+        """Read `token` at `position` of sequence 0 instead of the one there, attending to what
+        precedes it (a passage's number, renumbered; what follows keeps its state)."""
+        import llama_cpp
+        from llama_cpp import _internals
+
+        llm = self.llm
+        memory = llama_cpp.llama_get_memory(llm._ctx.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, ANSWER_SEQ, position, position + 1)
+        llama_cpp.llama_memory_seq_cp(memory, ANSWER_SEQ, PATCH_SEQ, 0, position)
+        batch = _internals.LlamaBatch(n_tokens=1, embd=0, n_seq_max=1, verbose=False)
+        try:
+            b = batch.batch
+            b.n_tokens = 1
+            b.token[0], b.pos[0], b.n_seq_id[0], b.logits[0] = token, position, 1, True
+            b.seq_id[0][0] = PATCH_SEQ
+            if llama_cpp.llama_decode(llm._ctx.ctx, b) != 0:
+                if self.aborted:
+                    raise GeneratorError("stopped: the model is closing")
+                raise GeneratorError("the local model could not renumber a passage")
+            llama_cpp.llama_memory_seq_cp(memory, PATCH_SEQ, ANSWER_SEQ, position, position + 1)
+        finally:
+            llama_cpp.llama_memory_seq_rm(memory, PATCH_SEQ, -1, -1)
+            batch.close()
+        llm.input_ids[position] = token
+        llm._requires_eval = True
 
     def save_state(self, path: Path, tokens: Sequence[int]) -> None:
         """Save the key/value state of `tokens` (just read) to `path`."""

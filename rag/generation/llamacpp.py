@@ -10,6 +10,7 @@ and loaded in a fraction of a second instead of being read again.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from rag.cpus import usable_cpus
 from rag.errors import GeneratorError
 from rag.generation import llama_engine
 from rag.judge import NO_WORDS, YES_WORDS, judge_request, yes_share
+from rag.passage_states import HEADER, StateFolder, block_text, state_key
 from rag.refusal import REFUSAL
 from rag.types import GenerationRequest, Message
 
+log = logging.getLogger(__name__)
 # Sampling starts from the same seed on every call: the same question and passages get the same answer.
 SEED = 1234
 # Marks where a prefix ends when a chat is formatted: what follows it is the per-question part.
@@ -71,6 +74,8 @@ class LlamaCppGenerator:
         self._engine = llama_engine.load(model_path, n_ctx=context_tokens, n_threads=threads or usable_cpus(),
                                          n_batch=batch_tokens, flash_attn=flash_attn, shared=shared)
         self._shared = shared
+        self._background = not shared  # a private copy reads in the background: answers first
+        self._passage_prefix: list[int] | None = None
         self._fingerprint: str | None = None
         # The first token of the refusal sentence ("I"): its probability as the answer's first
         # token is how strongly the model itself thinks the passages do not answer.
@@ -141,7 +146,7 @@ class LlamaCppGenerator:
         """Read the fixed start of every prompt now, so the first question pays only for its own."""
         tokens = self._prefix_tokens(system)
         with self._engine.use():
-            self._engine.read(tokens)
+            self._engine.read(tokens, background=self._background)
 
     def preload(self, path: Path) -> None:
         """Load a saved prefix state now (at start), so the first question does not wait for it."""
@@ -156,10 +161,69 @@ class LlamaCppGenerator:
             raise GeneratorError(f"the prefix is {len(tokens)} tokens; RAG_LLM_CONTEXT_TOKENS is {self.context_tokens}")
         tmp = path.with_name(f".{path.name}.tmp")
         with self._engine.use():
-            self._engine.read(tokens)
+            self._engine.read(tokens, background=self._background)
             self._engine.save_state(tmp, tokens)
         tmp.replace(path)
         return len(tokens)
+
+    # -- passages read once each (rag.passage_states) ---------------------------------------------
+    def _chat_parts(self, messages: list[Message]) -> tuple[str, str]:
+        """The formatted chat cut where the system message's content ends."""
+        system = messages[0].content
+        text = self._format([Message(role="system", content=system + _SENTINEL), *messages[1:]])
+        cut = text.index(_SENTINEL)
+        return text[:cut], text[cut + len(_SENTINEL):]
+
+    def _passages_start(self) -> list[int]:
+        """The tokens of a chat up to where its system message's passages begin."""
+        if self._passage_prefix is None:
+            head, _ = self._chat_parts([Message(role="system", content=HEADER), Message(role="user", content="?")])
+            self._passage_prefix = self._tokenize(head, bos=True, special=True)
+        return self._passage_prefix
+
+    def read_passage(self, text: str, *, background: bool = False) -> bytes:
+        """Read one passage alone after the system prompt; its key/value state, as bytes."""
+        start = self._passages_start()
+        tokens = self._tokenize(text, bos=False)
+        with self._engine.use():
+            if not self._engine.keep(start):
+                self._engine.read(start, background=background)
+            self._engine.extend(tokens, background=background)
+            data = self._engine.tail_state(len(start))
+            self._engine.keep(start)
+        return data
+
+    def _stitched_prompt(self, request: GenerationRequest) -> list[int]:
+        """Called with the engine held: the request's system message put together in the
+        context from its passages' saved states (a passage without one is read in place), each
+        renumbered; returns the whole prompt's tokens, of which only the rest is still to read."""
+        folder = StateFolder(Path(request.passage_states or ""))
+        start = self._passages_start()
+        own = [self._tokenize(block_text(n, h.chunk), bos=False) for n, h in enumerate(request.passages, start=1)]
+        _, tail = self._chat_parts(request.messages)
+        prompt = [*start, *(t for block in own for t in block)]
+        whole = prompt + self._tokenize(tail, bos=False, special=True)
+        engine = self._engine
+        if engine.keep(prompt):  # the same passages as the previous request (the reading, then the answer)
+            return whole
+        if not engine.keep(start):
+            engine.read(start)
+        for number, (hit, tokens) in enumerate(zip(request.passages, own), start=1):
+            saved = tokens if number == 1 else self._tokenize(block_text(1, hit.chunk), bos=False)
+            differ = [i for i, (a, b) in enumerate(zip(tokens, saved)) if a != b]
+            data = folder.load(state_key(self.fingerprint, hit.chunk))
+            if data is not None and len(saved) == len(tokens) and len(differ) <= 1:
+                at = engine.llm.n_tokens
+                try:
+                    engine.append_state(data, saved, saved_at=len(start))
+                except GeneratorError as exc:
+                    log.warning("%s", exc)
+                else:
+                    for i in differ:
+                        engine.replace_token(at + i, tokens[i])
+                    continue
+            engine.extend(tokens)
+        return whole
 
     # -- answering -------------------------------------------------------------------------------
     def _watch_first_token(self, seen: list[list[float]], token_ids: list[int]):
@@ -180,18 +244,23 @@ class LlamaCppGenerator:
         if request.prefix_state:
             self._engine.load_state(Path(request.prefix_state))
 
+    def _complete(self, llm, request: GenerationRequest, **options):
+        """Called with the engine held: the completion of `request` (a stream when asked), and
+        how to take the text out of each piece."""
+        if request.passage_states:
+            return llm.create_completion(prompt=self._stitched_prompt(request), **options), _completion_text
+        self._prepare(request)
+        return llm.create_chat_completion(messages=[m.model_dump() for m in request.messages], **options), _chat_text
+
     def _first_token(self, request: GenerationRequest, token_ids: list[int]) -> list[float]:
         """The probabilities of `token_ids` as the first token of the reply (one token generated)."""
         from llama_cpp import LogitsProcessorList
 
         seen: list[list[float]] = []
         with self._engine.use() as llm:
-            self._prepare(request)
             try:
-                llm.create_chat_completion(
-                    messages=[m.model_dump() for m in request.messages], max_tokens=1, temperature=0.0,
-                    seed=SEED, logits_processor=LogitsProcessorList([self._watch_first_token(seen, token_ids)]),
-                )
+                self._complete(llm, request, max_tokens=1, temperature=0.0, seed=SEED,
+                               logits_processor=LogitsProcessorList([self._watch_first_token(seen, token_ids)]))
             except RuntimeError as exc:
                 raise GeneratorError(f"the local model failed while reading ({exc})") from None
         return seen[0]
@@ -214,9 +283,8 @@ class LlamaCppGenerator:
         with self._engine.use() as llm:
             seen: list[list[float]] = []
             try:
-                self._prepare(request)
-                pieces = llm.create_chat_completion(
-                    messages=[m.model_dump() for m in request.messages],
+                pieces, text_of = self._complete(
+                    llm, request,
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
                     seed=SEED,
@@ -232,8 +300,7 @@ class LlamaCppGenerator:
                         pieces.close()
                         yield REFUSAL
                         return
-                    delta = piece["choices"][0].get("delta", {})
-                    text = delta.get("content")
+                    text = text_of(piece)
                     if text:
                         yield text
             except GeneratorError:
@@ -242,3 +309,11 @@ class LlamaCppGenerator:
                 raise GeneratorError(
                     f"the local model failed while answering ({type(exc).__name__}: {exc})"
                 ) from None
+
+
+def _chat_text(piece: dict) -> str | None:
+    return piece["choices"][0].get("delta", {}).get("content")
+
+
+def _completion_text(piece: dict) -> str | None:
+    return piece["choices"][0].get("text")

@@ -1,0 +1,171 @@
+"""A folder many times the model's context: what the local model reads for each question.
+
+    rag bench folder                                  # markdown table
+    rag bench folder --json --questions 10 --seed 11  # one JSON object
+
+All 646 SQuAD 2.0 paragraphs (../shared/benchmarks/squad2/corpus.jsonl, about 117,000 tokens,
+14x the default model's 8,192-token context) written as one file each, indexed as a user's
+folder; answerable questions of the report half of the titles (never tuned on), a seeded
+sample. One process, the machine to itself, the default local model; for each prompt context
+(RAG_PROMPT_CONTEXT) in turn, the same questions, warm (the system prompt read; for `stitched`,
+the chosen passages' states saved first, timed apart):
+
+- passages: the retrieved passages whole;
+- windowed: the best sentences with their neighbours (RAG_PROMPT_BUDGET_TOKENS);
+- windowed-<n>: the same within n tokens (a smaller reading);
+- stitched: the best passages' states, saved once per passage, put together (rag.passage_states).
+
+Also in the same run: the seconds the model takes to read a 1,000-token prompt (the yardstick of
+the targets), and per context the first-word time p50/max and their ratio to it, the gold answer
+contained, refusals, gold file cited, disk and memory. Every answer includes the answerability
+reading and the draft check, as the product answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import SHARED, log, machine, percentile, rss_mb
+
+SQUAD = SHARED / "benchmarks" / "squad2"
+CONTEXTS = ("passages", "windowed", "windowed-120", "stitched")
+
+
+def folder_settings(work: Path):
+    """Settings of a user's folder of the SQuAD paragraphs (written once into the cache)."""
+    from rag.config import load_settings
+    from rag.evaluation.corpus import write_corpus
+
+    seeds = work / "seeds"
+    write_corpus(SQUAD / "corpus.jsonl", seeds)
+    os.environ.update({"RAG_SEEDS_DIR": str(seeds), "RAG_INDEX_DIR": str(work / "index"), "RAG_GENERATOR": "llamacpp"})
+    return load_settings()
+
+
+def questions(count: int, seed: int):
+    from rag.evaluation.questions import load_questions, select
+
+    items = select(load_questions(SQUAD / "qa.jsonl"), titles="report", sample_size=count, seed=seed)
+    return [q for q in items if not q.unanswerable][:count]
+
+
+def read_seconds(gen, tokens: int = 1000) -> float:
+    """Seconds the model takes to read `tokens` tokens of prose from an empty context."""
+    text = (SQUAD / "corpus.jsonl").read_text(encoding="utf-8")[:20000]
+    ids = gen._tokenize(text, bos=True)[:tokens]
+    with gen._engine.use():
+        started = time.perf_counter()
+        gen._engine.read(ids)
+        return time.perf_counter() - started
+
+
+def contained(text: str, answers: list[str]) -> bool:
+    low = text.lower()
+    return any(a.lower() in low for a in answers)
+
+
+def save_states(rag, items) -> dict:
+    """The passage states the questions' prompts need, saved now (what the background reader
+    does for the whole folder): seconds, passages, tokens and bytes per token."""
+    from rag.passage_states import covering
+
+    gen = rag.generator()
+    planner = rag.planner
+    chunks = rag.handle.chunks()
+    needed = []
+    for item in items:
+        hits = rag.retriever.search(item.question, top_k=rag.settings.top_k)
+        needed += covering(chunks, hits, rag.settings.prompt_passages)
+    needed = list({c.id: c for c in needed}.values())
+    before = planner.passage_states.usage()
+    started = time.perf_counter()
+    read = planner.passage_states.save_now(gen, gen.fingerprint, needed)
+    seconds = time.perf_counter() - started
+    after = planner.passage_states.usage()
+    tokens = sum(len(gen._tokenize(c.text, bos=False)) for c in needed)
+    return {"passages_read": read, "seconds": round(seconds, 1), "states": after[0],
+            "bytes_per_token": round((after[1] - before[1]) / max(1, tokens)) if read else None}
+
+
+def run_context(rag, name: str, items, reference: float) -> dict:
+    context, _, budget = name.partition("-")
+    update = {"prompt_context": context}
+    if budget:
+        update["prompt_budget_tokens"] = int(budget)
+    rag.settings = rag.settings.model_copy(update=update)
+    rss_before = rss_mb()
+    rag.warm_up()
+    rows = []
+    for item in items:
+        answer = rag.ask(item.question)
+        first = answer.timings.first_token or answer.timings.total
+        rows.append({"id": item.id, "first_words_s": round(first, 2), "total_s": round(answer.timings.total, 2),
+                     "contained": contained(answer.text, item.answers), "refused": answer.refused,
+                     "gold_cited": bool({c.source for c in answer.citations} & set(item.sources)),
+                     "text": answer.text[:160]})
+        log(f"{name} {item.id}: {rows[-1]['first_words_s']} s, contained={rows[-1]['contained']}")
+    firsts = [r["first_words_s"] for r in rows]
+    n = len(rows)
+    p50 = percentile(firsts, 50)
+    return {
+        "context": name, "questions": n,
+        "first_words_p50_s": round(p50, 2), "first_words_max_s": round(max(firsts), 2),
+        "ratio_p50": round(p50 / reference, 2), "ratio_max": round(max(firsts) / reference, 2),
+        "total_p50_s": round(statistics.median(r["total_s"] for r in rows), 2),
+        "contained": round(sum(r["contained"] for r in rows) / n, 2),
+        "refused": round(sum(r["refused"] for r in rows) / n, 2),
+        "gold_cited": round(sum(r["gold_cited"] for r in rows) / n, 2),
+        "rss_before_mb": round(rss_before), "rss_after_mb": round(rss_mb()),
+        "answers": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--contexts", default=",".join(CONTEXTS))
+    parser.add_argument("--questions", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--work", type=Path, default=None, help="folder for the corpus and index (default: the cache)")
+    args = parser.parse_args(argv)
+
+    from rag.evaluation.corpus import cache_root
+    from rag.pipeline import Rag
+
+    work = args.work or cache_root() / "bench-folder-squad2"
+    settings = folder_settings(work)
+    rag = Rag(settings)
+    rag.index(progress=True)
+    items = questions(args.questions, args.seed)
+    gen = rag.generator()
+    rag.warm_up()
+    reference = read_seconds(gen)
+    log(f"1,000-token read: {reference:.2f} s")
+    names = [c for c in args.contexts.split(",") if c]
+    states = save_states(rag, items) if any(c.startswith("stitched") for c in names) else None
+    results = [run_context(rag, c, items, reference) for c in names]
+    count, size = rag.planner.passage_states.usage()
+    report = {"machine": machine(), "chunks": rag.handle.chunk_count, "read_1000_tokens_s": round(reference, 2),
+              "passage_states": {**(states or {}), "on_disk": count, "disk_mb": round(size / 2**20)},
+              "results": results}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"1,000-token read: {reference:.2f} s; {rag.handle.chunk_count} chunks")
+    print("| context | first words p50 | max | ratio p50 / max | total p50 | contained | refused | gold cited |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['context']} | {r['first_words_p50_s']} s | {r['first_words_max_s']} s | "
+              f"{r['ratio_p50']} / {r['ratio_max']} | {r['total_p50_s']} s | {r['contained']} | {r['refused']} | "
+              f"{r['gold_cited']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
