@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,7 +82,7 @@ def save_states(rag, items) -> dict:
     chunks = rag.handle.chunks()
     needed = []
     for item in items:
-        hits = rag.retriever.search(item.question, top_k=rag.settings.top_k)
+        hits = rag.retrieve(item.question)
         needed += covering(chunks, hits, rag.settings.prompt_passages)
     needed = list({c.id: c for c in needed}.values())
     before = planner.passage_states.usage()
@@ -126,12 +128,60 @@ def run_context(rag, name: str, items, reference: float) -> dict:
     }
 
 
+def fresh_server(work: Path, question: str) -> dict:
+    """`rag serve` started on the folder (index and states saved): seconds from the address it
+    prints to the first words and the whole answer of one question through its OpenAI-compatible
+    endpoint."""
+    import openai
+
+    from benchmarks.common import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(RAG_SEEDS_DIR=str(work / "seeds"), RAG_INDEX_DIR=str(work / "index"), RAG_GENERATOR="llamacpp",
+               RAG_WATCH="false", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    log_path = work / "serve.log"
+    rag_bin = Path(sys.executable).with_name("rag")
+    with log_path.open("wb") as out:
+        process = subprocess.Popen([str(rag_bin), "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=work,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    started = time.monotonic()
+    try:
+        address = f"127.0.0.1:{port}"
+        while address not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() - started > 300:
+                raise RuntimeError(f"`rag serve` did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+        printed = time.monotonic()
+        client = openai.OpenAI(base_url=f"http://{address}/v1", api_key="unused", max_retries=0, timeout=300)
+        first, text = None, []
+        while True:  # the page is up a moment after the address is printed
+            try:
+                stream = client.chat.completions.create(model="rag", stream=True,
+                                                        messages=[{"role": "user", "content": question}])
+                break
+            except openai.APIConnectionError:
+                time.sleep(0.05)
+        for chunk in stream:
+            piece = chunk.choices[0].delta.content if chunk.choices else None
+            if piece:
+                first = first or time.monotonic()
+                text.append(piece)
+        done = time.monotonic()
+        return {"address_printed_s": round(printed - started, 1), "first_words_s": round((first or done) - printed, 1),
+                "answer_s": round(done - printed, 1), "text": "".join(text)[:200]}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--contexts", default=",".join(CONTEXTS))
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--fresh", action="store_true", help="also a fresh `rag serve`'s first answer")
     parser.add_argument("--work", type=Path, default=None, help="folder for the corpus and index (default: the cache)")
     args = parser.parse_args(argv)
 
@@ -151,13 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     states = save_states(rag, items) if any(c.startswith("stitched") for c in names) else None
     results = [run_context(rag, c, items, reference) for c in names]
     count, size = rag.planner.passage_states.usage()
-    report = {"machine": machine(), "chunks": rag.handle.chunk_count, "read_1000_tokens_s": round(reference, 2),
+    chunk_count = rag.handle.chunk_count
+    fresh = None
+    if args.fresh:
+        rag.close()
+        fresh = fresh_server(work, items[0].question)
+    report = {"fresh_server": fresh, "machine": machine(), "chunks": chunk_count, "read_1000_tokens_s": round(reference, 2),
               "passage_states": {**(states or {}), "on_disk": count, "disk_mb": round(size / 2**20)},
               "results": results}
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"1,000-token read: {reference:.2f} s; {rag.handle.chunk_count} chunks")
+    print(f"1,000-token read: {reference:.2f} s; {report['chunks']} chunks; fresh server: {fresh}")
     print("| context | first words p50 | max | ratio p50 / max | total p50 | contained | refused | gold cited |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -143,6 +143,8 @@ class ContextPlanner:
                 and self.handle.loaded:
             self.passage_states.read_in_background(passages.fingerprint, self._newest_first(self.handle.chunks()),
                                                    passages.private_copy)
+            passages.start_passages()
+            return
         if corpus is not None and model is not None:
             build, chunks = corpus
             embedder = self._embedder()

@@ -32,6 +32,9 @@ class Keeper(ReadingGenerator):
         self.read_passages.append(text)
         return text.encode() * 4
 
+    def start_passages(self) -> None:
+        pass
+
     def save_prefix(self, system: str, path) -> int:
         path.write_text(system, encoding="utf-8")
         return len(system.split())

@@ -181,6 +181,14 @@ class LlamaCppGenerator:
             self._passage_prefix = self._tokenize(head, bos=True, special=True)
         return self._passage_prefix
 
+    def start_passages(self) -> None:
+        """Read the chat's start up to the passages now (unless the context holds it), so the
+        first question over passage states reads only its own part."""
+        start = self._passages_start()
+        with self._engine.use():
+            if not self._engine.keep(start):
+                self._engine.read(start, background=self._background)
+
     def read_passage(self, text: str, *, background: bool = False) -> bytes:
         """Read one passage alone after the system prompt; its key/value state, as bytes."""
         start = self._passages_start()
