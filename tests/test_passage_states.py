@@ -121,3 +121,20 @@ def test_the_background_reader_saves_what_questions_need_and_frees_its_context(r
     assert not states.missing(gen.fingerprint, chosen) and states.read_count == len(chosen)
     assert made and made[0]._llm._ctx.ctx is None  # the reader's own context is freed when done
     assert not states.read_in_background(gen.fingerprint, chosen, private_copy)  # nothing left to read
+
+
+def test_background_reading_waits_while_the_shared_model_answers(rag, monkeypatch):
+    from rag.generation import llama_engine
+
+    gen = rag.generator()
+    monkeypatch.setattr(llama_engine, "QUIET_SECONDS", 0.0)
+    assert llama_engine.wait_until_idle(0.05)
+    with gen._engine.use():
+        assert not llama_engine.wait_until_idle(0.05)  # an answer holds the model: reading waits
+    assert llama_engine.wait_until_idle(0.05)
+    private = gen.private_copy()
+    try:
+        with private._engine.use():  # a background context's own use never holds others back
+            assert llama_engine.wait_until_idle(0.05)
+    finally:
+        private.close()

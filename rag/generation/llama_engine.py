@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,10 +52,15 @@ _aborting: set[int] = set()  # engines told to stop and not yet freed
 # Sequence ids of a context (see the module's docstring).
 ANSWER_SEQ, LOAD_SEQ, PATCH_SEQ = 0, 1, 2
 SEQUENCES = 3
-# Tokens a background read decodes between two looks at whether an answer is waiting.
-BACKGROUND_STEP = 64
+# Tokens a background read decodes between two looks at whether an answer is waiting (about
+# half a second of the default model on two cores).
+BACKGROUND_STEP = 32
+# Seconds after a shared model was last used before background reading goes on: an answer uses
+# it twice a moment apart (the reading pass, then the answer), and a user's next question follows.
+QUIET_SECONDS = 2.0
 _answering = threading.Condition()
 _answering_count = [0]
+_last_answer = [0.0]
 
 
 def configure(level: str) -> None:
@@ -155,9 +161,18 @@ def _sequences(count: int) -> Iterator[None]:
 
 
 def wait_until_idle(timeout: float = 1.0) -> bool:
-    """Wait (up to `timeout`) while a shared model is answering; True when none is."""
+    """Wait (up to `timeout`) while a shared model is answering or was in the last
+    QUIET_SECONDS; True when it is quiet."""
+    deadline = time.monotonic() + timeout
     with _answering:
-        return _answering.wait_for(lambda: _answering_count[0] == 0, timeout=timeout)
+        while True:
+            now = time.monotonic()
+            quiet = QUIET_SECONDS - (now - _last_answer[0]) if _answering_count[0] == 0 else None
+            if quiet is not None and quiet <= 0:
+                return True
+            if now >= deadline:
+                return False
+            _answering.wait(deadline - now if quiet is None else min(quiet, deadline - now))
 
 
 def abort_all() -> None:
@@ -215,6 +230,7 @@ class Engine:
             finally:
                 with _answering:
                     _answering_count[0] -= 1
+                    _last_answer[0] = time.monotonic()
                     _answering.notify_all()
 
     def abort(self) -> None:

@@ -216,6 +216,7 @@ class LlamaCppGenerator:
             return whole
         if not engine.keep(start):
             engine.read(start)
+        renumber: list[tuple[int, int]] = []  # re-read after every state is in place: one position shift
         for number, (hit, tokens) in enumerate(zip(request.passages, own), start=1):
             saved = tokens if number == 1 else self._tokenize(block_text(1, hit.chunk), bos=False)
             differ = [i for i, (a, b) in enumerate(zip(tokens, saved)) if a != b]
@@ -227,10 +228,11 @@ class LlamaCppGenerator:
                 except GeneratorError as exc:
                     log.warning("%s", exc)
                 else:
-                    for i in differ:
-                        engine.replace_token(at + i, tokens[i])
+                    renumber += [(at + i, tokens[i]) for i in differ]
                     continue
             engine.extend(tokens)
+        for position, token in renumber:
+            engine.replace_token(position, token)
         return whole
 
     # -- answering -------------------------------------------------------------------------------
