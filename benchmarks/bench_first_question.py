@@ -9,7 +9,9 @@ soon as it prints its address the page opened in headless Chromium (Debian's, th
 Playwright), the first answerable question of the seeds dev set typed, and Enter pressed. The
 chat's DOM is read every 0.1 s in the page, on the page's clock, from the keypress on:
 
-- progress note: the answer's bubble says what is happening ("Reading 4 passages…");
+- progress note: the answer's bubble says what is happening (the page's own "Question sent…",
+                 then the server's "Searching the documents…", "Reading 4 passages…");
+- server's note: the first note the server sent (what it is doing);
 - first words:   the bubble shows text of the answer (or the final answer, if it came at once);
 - whole answer:  the final message is shown (the stream finished, sources listed).
 
@@ -195,8 +197,13 @@ def ask_in_browser(browser, url: str, question: str, *, type_delay_ms: float, ti
             "sources": sources, "details": details}
 
 
-def first(samples: list[dict], enter: float, kinds: tuple[str, ...]) -> float | None:
-    hit = next((s for s in samples if s["kind"] in kinds and (s["kind"] != "words" or s["text"])), None)
+def first(samples: list[dict], enter: float, kinds: tuple[str, ...], *, server: bool = False) -> float | None:
+    """Seconds from Enter until the answer's bubble first showed one of `kinds` (`server`: a
+    note the server sent, not the one the page shows by itself when the question is sent)."""
+    from ui.rendering import SENDING
+
+    hit = next((s for s in samples if s["kind"] in kinds and (s["kind"] != "words" or s["text"])
+                and not (server and s["text"].startswith(SENDING))), None)
     return round((hit["t"] - enter) / 1000, 2) if hit else None
 
 
@@ -242,6 +249,7 @@ def one_run(args: argparse.Namespace, question: str) -> dict:
         "index_build_s": round(index_s, 1),
         "server_ready_s": round(ready_s, 1),
         "progress_note_s": first(samples, enter, ("note",)),
+        "server_note_s": first(samples, enter, ("note", "words", "final"), server=True),
         "first_words_s": first(samples, enter, ("words", "final")),
         "whole_answer_s": first(samples, enter, ("final",)),
         "word_updates": sum(s["kind"] == "words" for s in samples),  # > 1: the words streamed in
@@ -269,7 +277,8 @@ def print_markdown(report: dict) -> None:
     print(f"First question after a new index: {report['question']!r}\n")
     print("| what | median | runs | target |")
     print("|---|---|---|---|")
-    for key, label in (("progress_note_s", "progress note visible"), ("first_words_s", "first words visible"),
+    for key, label in (("progress_note_s", "progress note visible"), ("server_note_s", "the server's first note"),
+                       ("first_words_s", "first words visible"),
                        ("whole_answer_s", "whole answer visible"), ("server_ready_s", "server ready after start"),
                        ("index_build_s", "`rag index` (new index)")):
         target = f"≤ {TARGETS[key]:g} s" if key in TARGETS else ""
@@ -287,6 +296,9 @@ def print_markdown(report: dict) -> None:
         print(f"- {step['at_s']:6.2f} s  {step['shows']:8s} {step['text']!r}")
     if last["trace"]:
         t = last["trace"]
+        piece = t["model_first_piece_s"]
+        print(f"\nThe question reached the server's queue {t['question_reached_server_s']} s after Enter; "
+              + ("no local model wrote." if piece is None else f"the model's first piece came at {piece} s."))
         print("\nStages of the question on the server (last run, seconds from Enter):")
         print("| stage | from | seconds | thread | |")
         print("|---|---|---|---|---|")
@@ -325,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in range(args.runs):
         log(f"run {n + 1} of {args.runs}")
         runs.append(one_run(args, question))
-    keys = ("progress_note_s", "first_words_s", "whole_answer_s", "server_ready_s", "index_build_s")
+    keys = ("progress_note_s", "server_note_s", "first_words_s", "whole_answer_s", "server_ready_s", "index_build_s")
     report = {"question": question, "question_index": args.question_index, "targets": TARGETS,
               "median": {k: median(runs, k) for k in keys}, "runs": runs,
               "settings": args.env, "traced": not args.no_trace, "type_delay_ms": args.type_delay_ms,

@@ -215,13 +215,16 @@ def summarize(events: list[dict], enter: float, done: float) -> dict:
     stages = [{"stage": e["event"], "from_s": round(e["t"] - enter, 2),
                "seconds": None if e["s"] is None else round(e["s"], 2), "thread": e["thread"],
                **{k: v for k, v in e.items() if k not in ("event", "t", "s", "thread")}}
-              for e in window if e["event"] != "llama eval"]
+              for e in window if e["event"] != "llama eval" and not e["event"].startswith("gradio queue")]
+    # Every event of the page goes through the queue (its timers too): the first after Enter is the question.
+    arrived = [e["t"] for e in events if e["event"] == "gradio queue: event arrived" and e["t"] >= enter]
     evals = [e for e in window if e["event"] == "llama eval"]
     pieces = [e for e in events if e["event"] == "model writes the answer: yield" and enter <= e["t"] <= done]
     yields = [{"at_s": round(e["t"] - enter, 2), "what": e.get("kind")}
               for e in events if e["event"] == "page handler: yield" and enter <= e["t"] <= done]
     before = [e for e in spans if e["t"] < enter and e["event"] == "llama eval" and e["tokens"] > 1]
     return {
+        "question_reached_server_s": round(arrived[0] - enter, 2) if arrived else None,
         "model_first_piece_s": round(pieces[0]["t"] - enter, 2) if pieces else None,
         "stages": stages,
         "page_handler_yields": yields,
