@@ -77,6 +77,31 @@ def test_answer_streams_with_citation_that_opens_in_context(page):
 
 
 @pytest.mark.timeout(120)
+def test_a_sent_question_shows_before_the_server_has_it_then_its_answer(page):
+    held = []
+    page.route("**/queue/join*", lambda route: held.append(route))  # the question's request waits here
+    box = page.locator("#question textarea")
+    box.fill("Which  Qwen3 variation is <described> as coding-proficient?")
+    box.press("Enter")
+
+    note = page.locator("#chat .rag-thinking")
+    sync_api.expect(note).to_have_text("Question sent; waiting for the server…")
+    user = page.locator('#chat [data-testid="user"]')
+    sync_api.expect(user).to_have_text("Which Qwen3 variation is <described> as coding-proficient?")
+    while not held:  # the note was shown while the request had not left the browser
+        page.wait_for_timeout(50)
+    assert page.locator("#chat .rag-final").count() == 0
+
+    for route in held:
+        route.continue_()
+    page.unroute("**/queue/join*")
+    page.wait_for_selector("#chat .rag-final", timeout=60_000)
+    assert "Qwen3-Coder" in page.locator("#chat .rag-final").inner_text()
+    assert user.count() == 1 and page.locator('#chat [data-testid="bot"]').count() == 1
+    assert note.count() == 0
+
+
+@pytest.mark.timeout(120)
 def test_unanswerable_question_is_refused(page):
     message = ask(page, "Who won the 2022 FIFA World Cup?")
 

@@ -18,7 +18,10 @@ from rag import Answer, Citation, QuestionError, Rag, RagError, generator_is_par
 from ui.conversations import SavedConversations, turn_of
 from ui.conversations_view import CHANGED_NOTE
 from ui.rendering import (
+    SEARCHING,
+    SEARCHING_WHILE_LOADING,
     VIEWER_HINT,
+    is_pending,
     lines_label,
     render_answer,
     render_citations,
@@ -105,13 +108,16 @@ class ChatHandlers:
         """Stream one answer into the chat and save it in the open conversation (a new one when
         none is open); errors become a message in the chat, never a crash."""
         before, turns = list(chat or []), list(turns or [])
+        if is_pending(before):  # shown as sent by the page's script (ui.layout): replaced here
+            before = before[:-2]
         question = question or ""
         if not question.strip():
             gr.Warning(EMPTY_QUESTION)
             yield self._respond_out()
             return
         shown = " ".join(question.split())
-        chat = before + [{"role": "user", "content": render_question(shown)}, _assistant(render_streaming(""))]
+        doing = SEARCHING_WHILE_LOADING if self.activity.warming else SEARCHING
+        chat = before + [{"role": "user", "content": render_question(shown)}, _assistant(render_streaming("", doing))]
         yield self._respond_out(question="", chat=list(chat), viewer=render_viewer_message(""), **_buttons(busy=True))
 
         selection = generator or self.rag.settings.generator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -11,7 +12,7 @@ from ui.conversations import DELETE_OUTPUTS, OPEN_OUTPUTS, SavedConversations
 from ui.documents import REMOVE_OUTPUTS, UPLOAD_OUTPUTS, DocumentHandlers
 from ui.documents_view import render_uploads_off, upload_help
 from ui.handlers import RESPOND_OUTPUTS, STOP_OUTPUTS, ChatHandlers
-from ui.rendering import render_citations, render_viewer_message
+from ui.rendering import SENDING, render_citations, render_streaming, render_viewer_message
 from ui.state import Activity
 
 TITLE = "Ask your documents"
@@ -60,6 +61,24 @@ element.addEventListener('click', (event) => {
   trigger('click', { remove: button.dataset.remove });
 });
 """
+
+# Run in the browser the moment a question is sent, before the server has started on it: the
+# question and a note that it was sent, so the page responds at once however busy the server is
+# (at start it loads its models). The answer's handler replaces both (ui.rendering.is_pending).
+# Nothing is added for an empty question or while an answer is still arriving. Gradio hands the
+# chat over as messages whose content is a list of parts.
+_SENDING_JS = """
+(question, chat) => {
+  chat = chat || [];
+  const words = (question || '').trim().split(/\\s+/).join(' ');
+  const text = (m) => Array.isArray(m.content) ? m.content.map((p) => p.text || '').join('') : String(m.content || '');
+  const last = chat[chat.length - 1];
+  if (!words || (last && last.role === 'assistant' && /rag-(thinking|cursor)/.test(text(last)))) return [question, chat];
+  const escaped = words.replace(/[&<>"']/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#x27;'})[c]);
+  const message = (role, html) => ({role, content: [{type: 'text', text: html}], metadata: null, options: null});
+  return [question, [...chat, message('user', escaped), message('assistant', NOTE)]];
+}
+""".replace("NOTE", json.dumps(render_streaming("", SENDING)))
 
 Components = dict[str, gr.components.Component]
 
@@ -160,8 +179,16 @@ def _side_panel(settings: Settings, choices: list[str]) -> Components:
 def _wire_chat(page: Components, handlers: ChatHandlers) -> gr.events.Dependency:
     """Asking, stopping, opening sources, new chat (private: the page's events are not the API)."""
     chat, turns, citations, viewer = page["chat"], page["turns"], page["citations"], page["viewer"]
-    answering = gr.on(
+    sending = gr.on(
         triggers=[page["send"].click, page["question"].submit],
+        fn=None,
+        js=_SENDING_JS,
+        inputs=[page["question"], chat],
+        outputs=[page["question"], chat],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    answering = sending.then(
         fn=handlers.respond,
         inputs=[page["question"], chat, turns, page["generator"], page["top_k"], page["conversation"]],
         outputs=[page[name] for name in RESPOND_OUTPUTS],

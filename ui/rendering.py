@@ -12,12 +12,19 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from rag import Answer, Citation, IndexReport, IndexStatus, describe_report, lines_label, report_changes
-from ui.state import Activity, Turn
+from ui.state import Activity, Turn, message_text
 
 CONTEXT_LINES = 3  # lines shown around a cited range in the passage viewer
 MAX_CITED_LINES = 80  # a citation spanning more lines is shown truncated
 QUOTE_PREVIEW_CHARS = 160  # the quote on a source card is cut to this length
 VIEWER_HINT = "Click a source above to read it in context."
+
+# What an answer's bubble says before the server has started on it (shown by the page's own script
+# the moment the question is sent, so it appears however busy the server is), and while the
+# models are still loading at start.
+SENDING = "Question sent; waiting for the server"
+SEARCHING = "Searching the documents"
+SEARCHING_WHILE_LOADING = "Searching the documents (the models are still loading, so this first answer takes longer)"
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 _STREAMING = re.compile(r"<span class=\"rag-(?:cursor|thinking)\">.*?</span>")
@@ -32,7 +39,7 @@ def render_question(question: str) -> str:
     return _e(question)
 
 
-def render_streaming(text: str, doing: str = "Searching the documents") -> str:
+def render_streaming(text: str, doing: str = SEARCHING) -> str:
     """An answer while it arrives: the text so far and a cursor, or before any text what is
     happening (searching, reading N passages, writing)."""
     if not text:
@@ -45,6 +52,14 @@ def streamed_text(shown: str) -> str | None:
     if not _STREAMING.search(shown):
         return None
     return html.unescape(_STREAMING.sub("", shown))
+
+
+def is_pending(chat: Sequence[dict]) -> bool:
+    """Whether `chat` ends with a question the page's script showed as sent (`SENDING`) that no
+    answer has started on: a question, then a note with no words (an answer that has started
+    ends with words, a refusal, an error or "Stopped" once it is over)."""
+    return (len(chat) >= 2 and chat[-2].get("role") == "user" and chat[-1].get("role") == "assistant"
+            and streamed_text(message_text(chat[-1])) == "")
 
 
 def render_stopped(partial: str) -> str:
