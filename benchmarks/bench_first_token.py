@@ -59,8 +59,12 @@ def corpus_state(rag) -> float | None:
     return round(time.perf_counter() - started, 1)
 
 
-def run_context(rag, context: str, questions: list[dict]) -> dict:
-    rag.settings = rag.settings.model_copy(update={"prompt_context": context})
+def run_context(rag, name: str, questions: list[dict]) -> dict:
+    context, _, budget = name.partition("-")  # "windowed-120": the windowed prompt within 120 tokens
+    update: dict = {"prompt_context": context}
+    if budget:
+        update["prompt_budget_tokens"] = int(budget)
+    rag.settings = rag.settings.model_copy(update=update)
     state_seconds = corpus_state(rag) if context == "corpus" else None
     rag.warm_up()
     ttft, total, rows = [], [], []
@@ -71,7 +75,7 @@ def run_context(rag, context: str, questions: list[dict]) -> dict:
         rows.append({"id": item["id"], "ttft": round(ttft[-1], 2), "text": answer.text[:200], **quality(answer, item)})
     n = len(rows)
     return {
-        "context": context,
+        "context": name,
         "questions": n,
         "corpus_state_build_s": state_seconds,
         "ttft_p50_s": round(percentile(ttft, 50, NEAREST_RANK), 2),

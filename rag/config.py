@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # Disk kept for passage states (about 28 KiB per token of the default model); the least
     # recently used are removed beyond it, and read again when next needed.
     passage_states_mb: int = Field(4096, ge=16)
-    prompt_budget_tokens: int = Field(300, ge=20, le=8000)
+    prompt_budget_tokens: int = Field(120, ge=20, le=8000)  # measured: docs/BENCHMARKS.md
     prompt_window: int = Field(1, ge=0, le=5)  # neighbouring sentences on each side
     # The local model refuses when the chance it gives to starting with the refusal is at least
     # this (its own doubt, read before it writes a word); 1 turns the check off. See docs/BENCHMARKS.md.

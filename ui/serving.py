@@ -8,7 +8,7 @@ import threading
 
 from fastapi import FastAPI
 
-from rag import Rag, RagError, Settings, shutdown, start_worker
+from rag import Rag, RagError, Settings, shutdown
 from ui.gradio_private import event_queue
 from ui.idle import make_queue_sleep_when_idle
 from ui.layout import CSS, THEME, build_app
@@ -103,12 +103,14 @@ def serve(settings: Settings) -> None:
         threading.Thread(target=_watch_forever, args=(rag, activity, stop), name="rag-watch", daemon=True).start()
     demo = build_app(rag, activity=activity)
     try:
+        # Ready before the address is printed: a first question asked the moment the page is up
+        # would otherwise wait for the embedder, the model and its prompt start to load.
+        print("Loading the index and the answering model...", flush=True)
+        _warm_up(rag, activity, stop)
         _, local_url, _ = demo.launch(prevent_thread_lock=True, **launch_options(settings))
         extra_routes(demo.app, rag)
         make_queue_sleep_when_idle(event_queue(demo))
         print(f"Chat running on {local_url}  (Ctrl+C to stop)", flush=True)
-        # Joined at shutdown (rag.lifecycle): a model still loading is never freed under it.
-        start_worker(_warm_up, rag, activity, stop, name="rag-warm-up")
         demo.block_thread()  # returns on Ctrl+C
     finally:
         stop.set()
