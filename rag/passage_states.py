@@ -156,7 +156,13 @@ class PassageStates(StateFolder):
         self._closed = False
         self.failed: str | None = None
         self.read_count = 0  # passages read since this object was made (tests, the page's status)
+        self._progress: tuple[int, int] | None = None  # (read, to read) of the reader's current list
         lifecycle.track(self)
+
+    def progress(self) -> tuple[int, int] | None:
+        """(passages read, passages to read) while the reader works; None when it does not."""
+        with self._lock:
+            return self._progress if self._reader is not None else None
 
     def reading(self) -> bool:
         with self._lock:
@@ -166,7 +172,7 @@ class PassageStates(StateFolder):
         """Read and save the states `chunks` lack, in their order, in a model context of its own
         (`make_model()`, a `PassageCache`). A later call replaces the chunks still to read (the
         newest build wins). False when nothing is missing or this is closed."""
-        todo = self.missing(fingerprint, chunks)
+        todo = list({c.id: c for c in self.missing(fingerprint, chunks)}.values())
         if not todo or self._closed:
             return False
         with self._lock:
@@ -190,8 +196,11 @@ class PassageStates(StateFolder):
                     with self._lock:
                         self._reader = (threading.current_thread(), model)
                     _lower_priority()
+                with self._lock:
+                    self._progress = (0, len(todo))
                 self.save_now(model, fingerprint, todo, background=True,
-                              stop=lambda: self._closed or self._pending is not None or lifecycle.stopping())
+                              stop=lambda: self._closed or self._pending is not None or lifecycle.stopping(),
+                              on_read=lambda done: self._set_progress(done, len(todo)))
         except Exception as exc:  # answers keep reading the passages themselves
             if not (self._closed or lifecycle.stopping()):
                 self.failed = f"{type(exc).__name__}: {exc}"
@@ -202,8 +211,12 @@ class PassageStates(StateFolder):
             with self._lock:
                 self._reader = None
 
+    def _set_progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._progress = (done, total)
+
     def save_now(self, model: object, fingerprint: str, chunks: list[Chunk], *, background: bool = False,
-                 stop: Callable[[], bool] = lambda: False) -> int:
+                 stop: Callable[[], bool] = lambda: False, on_read: Callable[[int], None] = lambda done: None) -> int:
         """Read and save the states `chunks` lack with `model` (a `PassageCache`), in this thread,
         until `stop()`; the folder kept within its bound, these states last to go. Returns how
         many passages were read."""
@@ -213,15 +226,15 @@ class PassageStates(StateFolder):
         keep = {state_key(fingerprint, c) for c in chunks}
         self.evict(keep)
         count = 0
-        for chunk in chunks:
+        for done, chunk in enumerate(chunks, start=1):
             if stop():
                 break
             key = state_key(fingerprint, chunk)
-            if self.has(key):
-                continue
-            self.save(key, reader.read_passage(block_text(1, chunk), background=background))
-            self.read_count += 1
-            count += 1
+            if not self.has(key):
+                self.save(key, reader.read_passage(block_text(1, chunk), background=background))
+                self.read_count += 1
+                count += 1
+            on_read(done)
         self.evict(keep)
         return count
 

@@ -156,6 +156,17 @@ class ContextPlanner:
             self.cache.build_in_background(build, model.fingerprint, chunks, model.private_copy)
         abilities.warm(gen, SYSTEM_PROMPT)
 
+    def preparing(self) -> str | None:
+        """What is being read in the background for faster answers, in words; None when nothing."""
+        progress = self.passage_states.progress()
+        if progress is not None:
+            done, total = progress
+            return (f"Reading the documents ahead for faster answers: {done:,} of {total:,} passages; "
+                    "answers meanwhile read excerpts.")
+        if self.cache.building():
+            return "Reading the documents once for faster answers; answers meanwhile read excerpts."
+        return None
+
     def close(self) -> None:
         """Abandon a corpus or passage state being read (joined) and start no other."""
         self.cache.close()

@@ -128,3 +128,32 @@ def test_a_state_key_changes_with_the_passage_and_the_model_not_the_build(make_s
         assert state_key("m1", chunk) != state_key("m1", chunk.model_copy(update={"text": chunk.text + " More."}))
     finally:
         generation.unregister("keeper")
+
+
+def test_the_page_says_what_is_being_read_ahead_while_answers_go_on(make_settings, in_tmp):
+    import threading
+
+    from ui.rendering import render_status
+
+    release = threading.Event()
+
+    class Slow(Keeper):
+        def read_passage(self, text: str, *, background: bool = False) -> bytes:
+            release.wait(10)
+            return super().read_passage(text, background=background)
+
+    gen = Slow(context_tokens=300)
+    try:
+        rag = make_rag(make_settings, in_tmp, gen)
+        assert rag.planner.preparing() is None
+        answer = rag.ask(KATLA)  # answered meanwhile, from excerpts
+        assert answer.text and gen.requests[-1].passage_states is None
+        note = rag.planner.preparing()
+        assert note is not None and "passages" in note and f"of {len(rag.handle.chunks())}" in note
+        assert note in render_status(rag.status(), preparing=note).replace("&#x27;", "'")
+        release.set()
+        assert rag.planner.passage_states.wait(timeout=10)
+        assert rag.planner.preparing() is None
+    finally:
+        release.set()
+        generation.unregister("keeper")

@@ -250,10 +250,11 @@ class ChatHandlers:
 
     # -- the side panel ------------------------------------------------------------------------
     def status_html(self) -> str:
+        preparing = self.rag.planner.preparing()
         try:
-            return render_status(self.rag.status(), self.activity)
+            return render_status(self.rag.status(), self.activity, preparing=preparing)
         except RagError as exc:
-            return render_status(None, self.activity, error=str(exc))
+            return render_status(None, self.activity, error=str(exc), preparing=preparing)
 
     def rebuild(self) -> tuple[str, str]:
         """The incremental rebuild (same as `rag index`), then its summary and the fresh status."""

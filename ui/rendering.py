@@ -236,7 +236,8 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def render_status(status: IndexStatus | None, activity: Activity | None = None, error: str | None = None) -> str:
+def render_status(status: IndexStatus | None, activity: Activity | None = None, error: str | None = None,
+                  preparing: str | None = None) -> str:
     """The index panel: documents, chunks, model, build time, and what the watcher did last."""
     if status is None:
         body = render_viewer_message(error or "No index yet: press Rebuild index.")
@@ -255,7 +256,8 @@ def render_status(status: IndexStatus | None, activity: Activity | None = None, 
             "</div>"
             f'<details class="rag-files"><summary>{status.documents} indexed files</summary><ul>{files}</ul></details>'
         )
-    return f'<div class="rag-status">{body}{_watch_line(activity)}</div>'
+    ahead = f'<div class="rag-watch rag-preparing"><span class="rag-dot"></span>{_e(preparing)}</div>' if preparing else ""
+    return f'<div class="rag-status">{body}{_watch_line(activity)}{ahead}</div>'
 
 
 def _watch_line(activity: Activity | None) -> str:
