@@ -83,9 +83,12 @@ WATCH_JS = """
   };
   document.addEventListener('keydown', (e) => {
     const q = W.question;
-    if (e.key === 'Enter' && !e.shiftKey && q && q.enter === null && e.target.closest('#question')) q.enter = Date.now();
+    if (e.key === 'Enter' && !e.shiftKey && q && q.enter === null && e.target.closest('#question')) {
+      q.enter = Date.now();
+    }
   }, true);
-  new MutationObserver(sample).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+  new MutationObserver(sample).observe(document.body,
+                                       {subtree: true, childList: true, characterData: true, attributes: true});
   setInterval(sample, 100);
 }
 """
@@ -261,7 +264,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                 "fact_stated": DOCUMENT_FACT.lower() in shown["answer"].lower(),
                 "cites_document": any(DOCUMENT_NAME in s for s in shown["sources"]),
                 "refused": shown["refused"], "searched_for": shown["searched_for"],
-                "answer": shown["answer"][:300], "sources": shown["sources"],
+                "answer": shown["answer"], "sources": shown["sources"],
                 "upload_timeline": added["timeline"],
             }
             after = []
@@ -283,23 +286,28 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
+def answered(row: dict) -> str:
+    return "refused" if row["refused"] else str(row["contained"])
+
+
 def print_markdown(report: dict) -> None:
     new = report["new_document"]
     print(f"One document added through the page to a folder of {report['documents_before_upload']} files "
           f"({report['generator']}); server ready after {report['server_ready_s']} s.\n")
     print(f"Upload to indexed: {new['upload_to_indexed_s']} s; the question was sent "
           f"{new['enter_after_indexed_s']} s after.\n")
-    print("| question | timed from | first words | whole answer | answered from it | cited |")
+    print("| question | timed from | first words | whole answer | states the answer | cites its file |")
     print("|---|---|---|---|---|---|")
     b = report["before_upload"]
     print(f"| {b['question']} (before the upload) | Enter | {b['first_words_s']} s | {b['whole_answer_s']} s | "
-          f"{b['contained']} | {b['gold_cited']} |")
+          f"{answered(b)} | {b['gold_cited']} |")
+    stated = answered({**new, "contained": new["fact_stated"]})
     print(f"| {new['question']} (the new document) | upload finished | {new['first_words_s']} s | "
-          f"{new['whole_answer_s']} s | {new['fact_stated']} | {new['cites_document']} |")
+          f"{new['whole_answer_s']} s | {stated} | {new['cites_document']} |")
     print(f"| ↳ the same | Enter | {new['first_words_from_enter_s']} s | {new['whole_answer_from_enter_s']} s | | |")
     for a in report["after_upload"]:
         print(f"| {a['question']} (after) | Enter | {a['first_words_s']} s | {a['whole_answer_s']} s | "
-              f"{a['contained']} | {a['gold_cited']} |")
+              f"{answered(a)} | {a['gold_cited']} |")
     print(f"\nAnswer about the new document: {new['answer']!r}")
     print(f"Sources: {'; '.join(new['sources']) or 'none'}")
     removal, restored = report["removal"], report["restore"]
