@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "query": ("bench_query", "Query latency: retrieval per mode, first token and total per backend."),
     "first-token": ("bench_first_token", "Time to first token of the local model per prompt context."),
     "folder": ("bench_folder", "A folder 14x the model's context: first words and answers per prompt context."),
+    "folder-upload": ("bench_folder_upload", "One document added through the page to that folder: how soon it answers."),
     "first-question": ("bench_first_question", "The first question in the browser after a new index: what shows when."),
     "prompt-quality": ("bench_prompt_quality", "Answer quality of the local model per prompt context."),
     "reading": ("bench_reading", "How fast the local model reads a prompt, by llama.cpp setting."),
