@@ -50,21 +50,25 @@ def folder_settings(work: Path):
     return load_settings()
 
 
-def questions(count: int, seed: int):
+def questions(count: int, seed: int, titles: str = "report"):
     from rag.evaluation.questions import load_questions, select
 
-    items = select(load_questions(SQUAD / "qa.jsonl"), titles="report", sample_size=count, seed=seed)
+    items = select(load_questions(SQUAD / "qa.jsonl"), titles=titles, sample_size=count, seed=seed)
     return [q for q in items if not q.unanswerable][:count]
 
 
-def read_seconds(gen, tokens: int = 1000) -> float:
-    """Seconds the model takes to read `tokens` tokens of prose from an empty context."""
+def read_seconds(gen, tokens: int = 1000, runs: int = 3) -> float:
+    """Seconds the model takes to read `tokens` tokens of prose from an empty context (the median
+    of `runs`)."""
     text = (SQUAD / "corpus.jsonl").read_text(encoding="utf-8")[:20000]
     ids = gen._tokenize(text, bos=True)[:tokens]
-    with gen._engine.use():
-        started = time.perf_counter()
-        gen._engine.read(ids)
-        return time.perf_counter() - started
+    times = []
+    for _ in range(runs):
+        with gen._engine.use():
+            started = time.perf_counter()
+            gen._engine.read(ids)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def contained(text: str, answers: list[str]) -> bool:
@@ -96,10 +100,10 @@ def save_states(rag, items) -> dict:
 
 
 def run_context(rag, name: str, items, reference: float) -> dict:
-    context, _, budget = name.partition("-")
-    update = {"prompt_context": context}
-    if budget:
-        update["prompt_budget_tokens"] = int(budget)
+    context, _, variant = name.partition("-")  # windowed-120: within 120 tokens; stitched-bare: no key sentences
+    update: dict = {"prompt_context": context, "prompt_highlights": variant != "bare"}
+    if variant.isdigit():  # windowed-120: excerpts within 120 tokens; stitched-40: key sentences within 40
+        update["prompt_budget_tokens" if context == "windowed" else "prompt_key_tokens"] = int(variant)
     rag.settings = rag.settings.model_copy(update=update)
     rss_before = rss_mb()
     if context == "stitched":
@@ -115,7 +119,7 @@ def run_context(rag, name: str, items, reference: float) -> dict:
         rows.append({"id": item.id, "first_words_s": round(first, 2), "total_s": round(answer.timings.total, 2),
                      "contained": contained(answer.text, item.answers), "refused": answer.refused,
                      "gold_cited": bool({c.source for c in answer.citations} & set(item.sources)),
-                     "text": answer.text[:160]})
+                     "decided_by": answer.decided_by, "text": answer.text[:160]})
         log(f"{name} {item.id}: {rows[-1]['first_words_s']} s, contained={rows[-1]['contained']}")
     firsts = [r["first_words_s"] for r in rows]
     n = len(rows)
@@ -186,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contexts", default=",".join(CONTEXTS))
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--titles", choices=("tune", "report"), default="report",
+                        help="which half of SQuAD's titles to ask about (choose settings on tune, report on report)")
     parser.add_argument("--fresh", action="store_true", help="also a fresh `rag serve`'s first answer")
     parser.add_argument("--work", type=Path, default=None, help="folder for the corpus and index (default: the cache)")
     args = parser.parse_args(argv)
@@ -197,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = folder_settings(work)
     rag = Rag(settings)
     rag.index(progress=True)
-    items = questions(args.questions, args.seed)
+    items = questions(args.questions, args.seed, args.titles)
     gen = rag.generator()
     rag.warm_up()
     reference = read_seconds(gen)
@@ -205,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [c for c in args.contexts.split(",") if c]
     states = save_states(rag, items) if any(c.startswith("stitched") for c in names) else None
     results = [run_context(rag, c, items, reference) for c in names]
+    read_after = read_seconds(gen)  # the yardstick again at the end: how much the machine drifted
     count, size = rag.planner.passage_states.usage()
     chunk_count = rag.handle.chunk_count
     fresh = None
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         rag.close()
         fresh = fresh_server(work, items[0].question)
     report = {"fresh_server": fresh, "machine": machine(), "chunks": chunk_count, "read_1000_tokens_s": round(reference, 2),
+              "read_1000_tokens_after_s": round(read_after, 2),
               "passage_states": {**(states or {}), "on_disk": count, "disk_mb": round(size / 2**20)},
               "results": results}
     if args.json:

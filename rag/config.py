@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # prompt_budget_tokens; "passages" = the retrieved passages whole.
     prompt_context: Literal["auto", "corpus", "stitched", "windowed", "passages"] = "auto"
     prompt_passages: int = Field(4, ge=1, le=9)  # passages a stitched prompt holds
+    # Key sentences a stitched prompt shows after them, within this many tokens (the best one at
+    # least; prompt_highlights=false shows none): read with every passage in view.
+    prompt_key_tokens: int = Field(40, ge=1)  # chosen on SQuAD's tune half: docs/BENCHMARKS.md
     # Disk kept for passage states (about 28 KiB per token of the default model); the least
     # recently used are removed beyond it, and read again when next needed.
     passage_states_mb: int = Field(4096, ge=16)

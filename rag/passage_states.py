@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag import lifecycle
+from rag.chunking import count_tokens
 from rag.corpus_cache import FOLDER, corpus_system, locate, overlapping
 from rag.generation import abilities
 from rag.prompting import ANSWER_INSTRUCTION, SYSTEM_PROMPT, format_passage
@@ -56,13 +57,23 @@ def covering(chunks: list[Chunk], hits: list[Hit], count: int) -> list[Chunk]:
 
 
 def passage_request(question: str, hits: list[Hit], key: list[Highlight], chosen: list[Chunk], states: Path,
-                    *, max_tokens: int, temperature: float) -> GenerationRequest:
+                    *, max_tokens: int, temperature: float, show_key: bool = True,
+                    key_budget: int = 10_000) -> GenerationRequest:
     """The request over `chosen` (numbered from 1), whose states `states` keeps: the system
-    message is put together from them, the question is all the model reads."""
+    message is put together from them; the model reads only the question and (`show_key`) the
+    key sentences within `key_budget` tokens (the best one at least), which, read now, see every
+    passage (each passage saw none of the others)."""
     mapped = [m for h in key if (m := locate(chosen, hits[h.marker - 1].chunk, h)) is not None]
+    kept: list[Highlight] = []
+    for h in mapped if show_key else []:
+        if kept and count_tokens(" ".join(k.sentence for k in [*kept, h])) > key_budget:
+            break
+        kept.append(h)
+    shown = " ".join(f"{h.sentence} [{h.marker}]" for h in kept)
+    lead = f"Most relevant sentences: {shown}\n\n" if shown else ""
     messages = [
         Message(role="system", content=system_message(chosen)),
-        Message(role="user", content=f"Question: {question}\n{ANSWER_INSTRUCTION}"),
+        Message(role="user", content=f"{lead}Question: {question}\n{ANSWER_INSTRUCTION}"),
     ]
     return GenerationRequest(question=question, passages=[Hit(chunk=c, score=0.0, rank=n) for n, c in enumerate(chosen, 1)],
                              messages=messages, highlights=mapped if len(mapped) == len(key) else None,

@@ -106,7 +106,7 @@ class ContextPlanner:
             return None
         return ContextPlan(context="stitched", request=passage_request(
             question, hits, selection.key, chosen, self.passage_states.folder, max_tokens=s.llm_max_tokens,
-            temperature=s.llm_temperature))
+            temperature=s.llm_temperature, show_key=s.prompt_highlights, key_budget=s.prompt_key_tokens))
 
     def _newest_first(self, chunks: list[Chunk]) -> list[Chunk]:
         """`chunks` with the most recently changed documents' first (an upload is read first)."""
