@@ -138,3 +138,44 @@ def test_background_reading_waits_while_the_shared_model_answers(rag, monkeypatc
             assert llama_engine.wait_until_idle(0.05)
     finally:
         private.close()
+
+
+def test_an_answer_stops_a_background_step_in_flight_and_the_read_comes_out_the_same(rag, monkeypatch):
+    import threading
+
+    from rag.generation import llama_engine
+
+    gen = rag.generator()
+    monkeypatch.setattr(llama_engine, "QUIET_SECONDS", 0.0)
+    tokens = gen._tokenize(" ".join(CORPUS.values()) * 3, bos=True)[:600]
+
+    def read_behind(copy) -> bytes:
+        with copy._engine.use():
+            copy._engine.read(tokens, background=True)
+            return copy._engine.tail_state(0)
+
+    quiet_copy = gen.private_copy()
+    try:
+        quiet = read_behind(quiet_copy)
+    finally:
+        quiet_copy.close()
+    busy_copy = gen.private_copy()
+    done = threading.Event()
+    try:
+        def answer_often() -> None:  # the shared model taken again and again meanwhile
+            while not done.is_set():
+                with gen._engine.use():
+                    done.wait(0.02)
+                done.wait(0.25)  # a gap long enough for a step to go through
+
+        worker = threading.Thread(target=answer_often)
+        worker.start()
+        try:
+            busy = read_behind(busy_copy)
+        finally:
+            done.set()
+            worker.join()
+        assert busy_copy._engine.steps_read_again >= 1  # a step in flight was stopped for an answer
+        assert busy == quiet  # and read again: the same state as a read never interrupted
+    finally:
+        busy_copy.close()

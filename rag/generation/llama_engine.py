@@ -61,6 +61,7 @@ QUIET_SECONDS = 2.0
 _answering = threading.Condition()
 _answering_count = [0]
 _last_answer = [0.0]
+_reading_behind: set["Engine"] = set()  # engines reading in the background right now
 
 
 def configure(level: str) -> None:
@@ -210,6 +211,9 @@ class Engine:
         self.closed = False
         self.lock = threading.RLock()
         self._flag = ctypes.create_string_buffer(2)
+        self._closing = False  # abort() called: every decode stops for good
+        self._paused = False  # pause() called: the step in flight stops, the read goes on later
+        self.steps_read_again = 0  # background steps stopped for an answer and read again
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, _hooks["abort"], ctypes.cast(self._flag, ctypes.c_void_p))
         self._prefix: tuple[str, int] | None = None
 
@@ -225,6 +229,9 @@ class Engine:
                 return
             with _answering:
                 _answering_count[0] += 1
+                behind = list(_reading_behind)
+            for engine in behind:
+                engine.pause()  # its step in flight stops within a graph step and is read again later
             try:
                 yield self.llm
             finally:
@@ -236,11 +243,21 @@ class Engine:
     def abort(self) -> None:
         """Make a decode in progress (and every later one) return at its next step."""
         _aborting.add(id(self))
+        self._closing = True
         self._flag[0] = b"\x01"
+
+    def pause(self) -> None:
+        """Stop a background read's step in flight (an answer needs the cores); the read waits
+        and reads that step again."""
+        with _answering:
+            if not self._closing:
+                self._paused = True
+                self._flag[0] = b"\x01"
 
     @property
     def aborted(self) -> bool:
-        return self._flag[0] != b"\x00"
+        """Told to stop for good (closing), not just paused for an answer."""
+        return self._closing
 
     def close(self, timeout: float = lifecycle.JOIN_SECONDS) -> bool:
         """Abort, wait for the holder to let go (within `timeout`), free; False if still held."""
@@ -271,16 +288,34 @@ class Engine:
         """Read `tokens` after what sequence 0 holds (`background`: in short steps, each waiting
         while a shared model answers)."""
         step = BACKGROUND_STEP if background else max(1, len(tokens))
+        if background:
+            with _answering:
+                _reading_behind.add(self)
         try:
             for start in range(0, len(tokens), step):
-                while background and not wait_until_idle() and not self.aborted:
-                    pass
-                self.llm.eval(tokens[start:start + step])
+                while True:
+                    while background and not wait_until_idle() and not self._closing:
+                        pass
+                    with _answering:
+                        self._paused = False
+                        if not self._closing:
+                            self._flag[0] = b"\x00"
+                    try:
+                        self.llm.eval(tokens[start:start + step])
+                        break
+                    except RuntimeError:
+                        if not self._paused or self._closing:
+                            raise
+                        self.steps_read_again += 1
         except RuntimeError as exc:
             self.llm.reset()
             if self.aborted:
                 raise GeneratorError("stopped: the model is closing") from None
             raise GeneratorError(f"the local model could not read the prompt ({exc})") from None
+        finally:
+            if background:
+                with _answering:
+                    _reading_behind.discard(self)
 
     def keep(self, tokens: Sequence[int]) -> bool:
         """Make sequence 0 hold exactly `tokens` if it starts with them (what follows dropped);
