@@ -124,18 +124,18 @@ def test_the_background_reader_saves_what_questions_need_and_frees_its_context(r
 
 
 def test_background_reading_waits_while_the_shared_model_answers(rag, monkeypatch):
-    from rag.generation import llama_engine
+    from rag.generation import llama_priority as priority
 
     gen = rag.generator()
-    monkeypatch.setattr(llama_engine, "QUIET_SECONDS", 0.0)
-    assert llama_engine.wait_until_idle(0.05)
+    monkeypatch.setattr(priority, "QUIET_SECONDS", 0.0)
+    assert priority.wait_until_idle(0.05)
     with gen._engine.use():
-        assert not llama_engine.wait_until_idle(0.05)  # an answer holds the model: reading waits
-    assert llama_engine.wait_until_idle(0.05)
+        assert not priority.wait_until_idle(0.05)  # an answer holds the model: reading waits
+    assert priority.wait_until_idle(0.05)
     private = gen.private_copy()
     try:
         with private._engine.use():  # a background context's own use never holds others back
-            assert llama_engine.wait_until_idle(0.05)
+            assert priority.wait_until_idle(0.05)
     finally:
         private.close()
 
@@ -143,10 +143,10 @@ def test_background_reading_waits_while_the_shared_model_answers(rag, monkeypatc
 def test_an_answer_stops_a_background_step_in_flight_and_the_read_comes_out_the_same(rag, monkeypatch):
     import threading
 
-    from rag.generation import llama_engine
+    from rag.generation import llama_priority as priority
 
     gen = rag.generator()
-    monkeypatch.setattr(llama_engine, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(priority, "QUIET_SECONDS", 0.0)
     tokens = gen._tokenize(" ".join(CORPUS.values()) * 3, bos=True)[:600]
 
     def read_behind(copy) -> bytes:

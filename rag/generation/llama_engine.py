@@ -21,9 +21,8 @@ The one module that touches llama-cpp-python's process-wide switches and private
   model answers from; 1 carries a saved passage's state in (and out); 2 re-reads one token in the
   middle of 0. So a prompt can be put together from states read at other times, each moved to
   its place (`append_state`, `replace_token`).
-- **Answers first.** Reading in the background (a corpus or passage state, in a context of its
-  own) waits between short steps while a shared model is answering (`read(background=True)`):
-  two cores cannot serve both at once.
+- **Answers first.** Reading in the background waits while a shared model answers
+  (`read(background=True)`, rag.generation.llama_priority).
 """
 
 from __future__ import annotations
@@ -31,15 +30,15 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from rag import lifecycle
 from rag.errors import GeneratorError, GeneratorUnavailableError
+from rag.generation import llama_priority as priority
 
 log = logging.getLogger("rag.llama")
 _LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.DEBUG}
@@ -52,16 +51,6 @@ _aborting: set[int] = set()  # engines told to stop and not yet freed
 # Sequence ids of a context (see the module's docstring).
 ANSWER_SEQ, LOAD_SEQ, PATCH_SEQ = 0, 1, 2
 SEQUENCES = 3
-# Tokens a background read decodes between two looks at whether an answer is waiting (about
-# half a second of the default model on two cores).
-BACKGROUND_STEP = 32
-# Seconds after a shared model was last used before background reading goes on: an answer uses
-# it twice a moment apart (the reading pass, then the answer), and a user's next question follows.
-QUIET_SECONDS = 2.0
-_answering = threading.Condition()
-_answering_count = [0]
-_last_answer = [0.0]
-_reading_behind: set["Engine"] = set()  # engines reading in the background right now
 
 
 def configure(level: str) -> None:
@@ -161,21 +150,6 @@ def _sequences(count: int) -> Iterator[None]:
         low.llama_context_default_params = original
 
 
-def wait_until_idle(timeout: float = 1.0) -> bool:
-    """Wait (up to `timeout`) while a shared model is answering or was in the last
-    QUIET_SECONDS; True when it is quiet."""
-    deadline = time.monotonic() + timeout
-    with _answering:
-        while True:
-            now = time.monotonic()
-            quiet = QUIET_SECONDS - (now - _last_answer[0]) if _answering_count[0] == 0 else None
-            if quiet is not None and quiet <= 0:
-                return True
-            if now >= deadline:
-                return False
-            _answering.wait(deadline - now if quiet is None else min(quiet, deadline - now))
-
-
 def abort_all() -> None:
     """Make every decode in progress, in every context, return at its next step."""
     with _lock:
@@ -227,18 +201,8 @@ class Engine:
             if not self.shared:
                 yield self.llm
                 return
-            with _answering:
-                _answering_count[0] += 1
-                behind = list(_reading_behind)
-            for engine in behind:
-                engine.pause()  # its step in flight stops within a graph step and is read again later
-            try:
+            with priority.answering():
                 yield self.llm
-            finally:
-                with _answering:
-                    _answering_count[0] -= 1
-                    _last_answer[0] = time.monotonic()
-                    _answering.notify_all()
 
     def abort(self) -> None:
         """Make a decode in progress (and every later one) return at its next step."""
@@ -249,7 +213,7 @@ class Engine:
     def pause(self) -> None:
         """Stop a background read's step in flight (an answer needs the cores); the read waits
         and reads that step again."""
-        with _answering:
+        with priority.lock:
             if not self._closing:
                 self._paused = True
                 self._flag[0] = b"\x01"
@@ -287,16 +251,17 @@ class Engine:
     def extend(self, tokens: Sequence[int], *, background: bool = False) -> None:
         """Read `tokens` after what sequence 0 holds (`background`: in short steps, each waiting
         while a shared model answers)."""
-        step = BACKGROUND_STEP if background else max(1, len(tokens))
-        if background:
-            with _answering:
-                _reading_behind.add(self)
+        step = priority.BACKGROUND_STEP if background else max(1, len(tokens))
+        with priority.reading_behind(self) if background else nullcontext():
+            self._read_steps(tokens, step, background)
+
+    def _read_steps(self, tokens: Sequence[int], step: int, background: bool) -> None:
         try:
             for start in range(0, len(tokens), step):
                 while True:
-                    while background and not wait_until_idle() and not self._closing:
+                    while background and not priority.wait_until_idle() and not self._closing:
                         pass
-                    with _answering:
+                    with priority.lock:
                         self._paused = False
                         if not self._closing:
                             self._flag[0] = b"\x00"
@@ -312,10 +277,6 @@ class Engine:
             if self.aborted:
                 raise GeneratorError("stopped: the model is closing") from None
             raise GeneratorError(f"the local model could not read the prompt ({exc})") from None
-        finally:
-            if background:
-                with _answering:
-                    _reading_behind.discard(self)
 
     def keep(self, tokens: Sequence[int]) -> bool:
         """Make sequence 0 hold exactly `tokens` if it starts with them (what follows dropped);
