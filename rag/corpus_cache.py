@@ -160,7 +160,7 @@ class CorpusCache:
                 closed = self._closed
             if closed:
                 return
-            _lower_priority()
+            lower_priority()
             tokens = self.build_now(path, chunks, model)
             log.info("corpus state saved: %s (%d tokens)", path.name, tokens)
         except Exception as exc:  # a failed state only means the windowed prompt keeps serving
@@ -197,7 +197,7 @@ def corpus_user_message(question: str, hints: list[int]) -> str:
     return "\n\n".join(lines[:-2] + ["\n".join(lines[-2:])])
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Read at low priority: a question asked meanwhile (answered from the windowed prompt)
     comes first. llama.cpp's worker threads, started by this thread's first read, inherit it."""
     try:

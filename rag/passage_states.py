@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rag import lifecycle
 from rag.chunking import count_tokens
-from rag.corpus_cache import FOLDER, corpus_system, locate, overlapping
+from rag.corpus_cache import FOLDER, corpus_system, locate, lower_priority, overlapping
 from rag.generation import abilities
 from rag.prompting import ANSWER_INSTRUCTION, SYSTEM_PROMPT, format_passage
 from rag.types import Chunk, GenerationRequest, Highlight, Hit, Message
@@ -168,6 +168,7 @@ class PassageStates(StateFolder):
         self.failed: str | None = None
         self.read_count = 0  # passages read since this object was made (tests, the page's status)
         self._progress: tuple[int, int] | None = None  # (read, to read) of the reader's current list
+        self._build: str | None = None  # the build whose chunks the reader was given last
         lifecycle.track(self)
 
     def progress(self) -> tuple[int, int] | None:
@@ -175,18 +176,28 @@ class PassageStates(StateFolder):
         with self._lock:
             return self._progress if self._reader is not None else None
 
+    def reading_build(self, build: str) -> bool:
+        """Whether the reader is at work on `build`'s chunks already."""
+        with self._lock:
+            return self._reader is not None and self._build == build
+
     def reading(self) -> bool:
         with self._lock:
             return self._reader is not None
 
-    def read_in_background(self, fingerprint: str, chunks: list[Chunk], make_model: Callable[[], object]) -> bool:
+    def read_in_background(self, fingerprint: str, chunks: list[Chunk], make_model: Callable[[], object],
+                           *, build: str | None = None) -> bool:
         """Read and save the states `chunks` lack, in their order, in a model context of its own
-        (`make_model()`, a `PassageCache`). A later call replaces the chunks still to read (the
-        newest build wins). False when nothing is missing or this is closed."""
+        (`make_model()`, a `PassageCache`). A call for another build replaces the chunks still to
+        read (the newest build wins); one for the build being read leaves the reader be. False
+        when nothing is missing or this is closed."""
+        if build is not None and self.reading_build(build):
+            return True
         todo = list({c.id: c for c in self.missing(fingerprint, chunks)}.values())
         if not todo or self._closed:
             return False
         with self._lock:
+            self._build = build
             self._pending = (fingerprint, todo, make_model)
             if self._reader is not None:
                 return True
@@ -206,7 +217,7 @@ class PassageStates(StateFolder):
                     model = make_model()  # loaded at normal priority: a load cannot be stopped
                     with self._lock:
                         self._reader = (threading.current_thread(), model)
-                    _lower_priority()
+                    lower_priority()
                 with self._lock:
                     self._progress = (0, len(todo))
                 self.save_now(model, fingerprint, todo, background=True,
@@ -270,9 +281,3 @@ class PassageStates(StateFolder):
             time.sleep(0.1)
         return True
 
-
-def _lower_priority() -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
-    except (AttributeError, OSError):
-        pass

@@ -99,9 +99,10 @@ class ContextPlanner:
         chunks = self.handle.chunks()
         chosen = covering(chunks, hits, s.prompt_passages)
         missing = self.passage_states.missing(model.fingerprint, chosen)
-        if missing:
+        build = self.handle.build
+        if missing and not self.passage_states.reading_build(build):
             self.passage_states.read_in_background(model.fingerprint, [*missing, *self._newest_first(chunks)],
-                                                   model.private_copy)
+                                                   model.private_copy, build=build)
         if len(missing) > MISSING_READ_IN_PLACE or not chosen:
             return None
         return ContextPlan(context="stitched", request=passage_request(
@@ -142,7 +143,7 @@ class ContextPlanner:
         if corpus is None and passages is not None and self.settings.prompt_context in ("auto", "stitched") \
                 and self.handle.loaded:
             self.passage_states.read_in_background(passages.fingerprint, self._newest_first(self.handle.chunks()),
-                                                   passages.private_copy)
+                                                   passages.private_copy, build=self.handle.build)
             passages.start_passages()
             return
         if corpus is not None and model is not None:
