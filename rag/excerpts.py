@@ -63,14 +63,17 @@ def _pick(selection: Selection, hits: list[Hit], spans: list[list[tuple[int, int
 def excerpts(selection: Selection, hits: list[Hit], *, budget: int, neighbours: int = 1) -> tuple[list[Hit], list[Highlight]]:
     """(The excerpts to number in the prompt, the key sentences re-pointed at them).
 
-    Excerpts follow retrieval order, then position in the passage; runs of kept sentences become
-    one excerpt each.
+    Excerpts follow retrieval order, the passages of one file together (so a brief label names
+    it once), then position in the passage; runs of kept sentences become one excerpt each.
     """
     spans = [sentences(h.chunk.text) for h in hits]
     kept = _pick(selection, hits, spans, budget, neighbours)
+    files = list(dict.fromkeys(h.chunk.source for h in hits))
+    order = sorted(range(len(hits)), key=lambda p: files.index(hits[p].chunk.source))
     out: list[Hit] = []
     where: list[tuple[int, int, int]] = []  # (passage index, start, end) of each excerpt
-    for p, chosen in enumerate(kept):
+    for p in order:
+        chosen = kept[p]
         run: list[int] = []
         for i in sorted(chosen) + [-1]:
             if run and (i == -1 or i != run[-1] + 1):

@@ -82,10 +82,10 @@ class ContextPlanner:
         if context == "windowed" and selection.ranked:
             passages, key = excerpts(selection, hits, budget=s.prompt_budget_tokens, neighbours=s.prompt_window)
             shown = False  # the excerpts are the best sentences already
+        windowed = context == "windowed" and bool(selection.ranked)
         request = build_request(question, passages, context_tokens=gen.context_tokens, max_tokens=s.llm_max_tokens,
-                                temperature=s.llm_temperature, highlights=key, show_highlights=shown)
-        return ContextPlan(context="windowed" if context == "windowed" and selection.ranked else "passages",
-                           request=request)
+                                temperature=s.llm_temperature, highlights=key, show_highlights=shown, brief=windowed)
+        return ContextPlan(context="windowed" if windowed else "passages", request=request)
 
     def _stitched(self, question: str, hits: list[Hit], selection: Selection, model: PassageCache | None,
                   outgrown: bool) -> ContextPlan | None:

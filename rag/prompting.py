@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from rag.chunking import count_tokens, line_span
@@ -31,23 +32,34 @@ ANSWER_INSTRUCTION = "Answer from the passages above, ending each sentence with 
 TEMPLATE_OVERHEAD = 64
 
 
-def format_passage(number: int, hit: Hit) -> str:
+def format_passage(number: int, hit: Hit, *, brief: bool = False, after: Sequence[Hit] = ()) -> str:
     """The passage's label (file, lines, page, and the heading it sits under, as context rather
-    than as quoted text), then its text."""
+    than as quoted text), then its text.
+
+    `brief` (the excerpts, read when no state is saved, where every token counts): no lines (a
+    citation finds them from the passage's number), and after passages of the same file (`after`:
+    those shown above) "same file" instead of its name, and no heading the nearest of them said."""
     c = hit.chunk
-    lines = f"line {c.start_line}" if c.start_line == c.end_line else f"lines {c.start_line}-{c.end_line}"
-    where = f"{c.source}, {lines}"
+    run = [h.chunk for h in itertools.takewhile(lambda h: h.chunk.source == c.source, reversed(after))]
+    same = brief and bool(run)
+    said = next((p.header for p in run if p.header), "") if same else ""
+    where = "same file" if same else c.source
+    if not brief:
+        where += f", line {c.start_line}" if c.start_line == c.end_line else f", lines {c.start_line}-{c.end_line}"
     if c.page is not None:
         where += f", page {c.page}"
-    if c.header:
+    if c.header and c.header != said:
         where += f'; under "{c.header}"'
     return f"Passage [{number}] ({where}):\n{c.text}"
 
 
-def user_message(question: str, passages: list[Hit], highlights: Sequence[Highlight] = ()) -> str:
-    """The passages, then the sentences of them that best match the question (so a small model
-    looks where the answer is; only those of passages still in the prompt), then the question."""
-    body = "\n\n".join(format_passage(i, h) for i, h in enumerate(passages, start=1))
+def user_message(question: str, passages: list[Hit], highlights: Sequence[Highlight] = (), *,
+                 brief: bool = False) -> str:
+    """The passages (`brief`: with brief labels, see format_passage), then the sentences of them
+    that best match the question (so a small model looks where the answer is; only those of
+    passages still in the prompt), then the question."""
+    body = "\n\n".join(format_passage(i, h, brief=brief, after=passages[: i - 1])
+                         for i, h in enumerate(passages, start=1))
     kept = " ".join(f"{h.sentence} [{h.marker}]" for h in highlights if 1 <= h.marker <= len(passages))
     key = f"Most relevant sentences: {kept}\n\n" if kept else ""
     return f"{body}\n\n{key}Question: {question}\n{ANSWER_INSTRUCTION}"
@@ -62,17 +74,19 @@ def build_request(
     temperature: float = 0.1,
     highlights: list[Highlight] | None = None,
     show_highlights: bool = True,
+    brief: bool = False,
 ) -> GenerationRequest:
     """The request for the generator, dropping the lowest-ranked passages until it fits the window.
 
     If even the best passage alone is too long, its text is cut to fit (and highlights dropped).
     `highlights` are the select stage's key sentences, best first, shown after the passages when
     `show_highlights`; they travel with the request either way (the extractive backend quotes them).
+    `brief`: the passages' labels brief (format_passage).
     """
     shown: Sequence[Highlight] = (highlights or []) if show_highlights else []
     budget = context_tokens - max_tokens - TEMPLATE_OVERHEAD - count_tokens(SYSTEM_PROMPT)
     passages = list(hits)
-    while passages and count_tokens(user_message(question, passages, shown)) > budget:
+    while passages and count_tokens(user_message(question, passages, shown, brief=brief)) > budget:
         if len(passages) == 1:
             shown, highlights = (), None  # the cut passage may have lost them: select again
             passages = [_truncate(question, passages[0], budget)]
@@ -82,7 +96,7 @@ def build_request(
         highlights = None  # some pointed at dropped passages: the extractive backend selects again
     messages = [
         Message(role="system", content=SYSTEM_PROMPT),
-        Message(role="user", content=user_message(question, passages, shown)),
+        Message(role="user", content=user_message(question, passages, shown, brief=brief)),
     ]
     return GenerationRequest(
         question=question,

@@ -202,3 +202,24 @@ def test_every_answer_request_ends_with_the_one_line_the_reading_request_swaps()
     # The yes/no request keeps everything before that line, byte for byte.
     asked = judge_request(request).messages[-1].content
     assert asked == content[: -len(ANSWER_INSTRUCTION)] + JUDGE_INSTRUCTION
+
+
+def test_brief_labels_name_a_file_and_its_heading_once_and_no_lines():
+    def hit(source: str, rank: int, header: str) -> Hit:
+        h = make_hit(source, passage_file(rank), rank, 0, 40)
+        return h.model_copy(update={"chunk": h.chunk.model_copy(update={"header": header})})
+
+    hits = [hit("a.txt", 1, "Ice > Alps"), hit("a.txt", 2, ""), hit("a.txt", 3, "Ice > Alps"),
+            hit("a.txt", 4, "Ice > Andes"), hit("b.txt", 5, "Ice > Andes")]
+    brief = user_message(QUESTION, hits, brief=True)
+    labels = [line for line in brief.splitlines() if line.startswith("Passage [")]
+    assert labels == [
+        'Passage [1] (a.txt; under "Ice > Alps"):',
+        "Passage [2] (same file):",
+        "Passage [3] (same file):",  # its heading was said above, in the same file
+        'Passage [4] (same file; under "Ice > Andes"):',
+        'Passage [5] (b.txt; under "Ice > Andes"):',  # another file: named, with its heading
+    ]
+    full = user_message(QUESTION, hits)
+    assert 'Passage [2] (a.txt, line 1):' in full  # the full labels keep every file and line
+    assert count_tokens(brief) < count_tokens(full)
