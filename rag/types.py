@@ -114,6 +114,19 @@ class GenerationRequest(Frozen):
     temperature: float = 0.1
 
 
+class Note(str):
+    """A piece of an answer's stream that carries no text (it is the empty string, so whatever
+    joins the pieces is unchanged): what the model is doing meanwhile, in `text`, for a page or
+    an API to show (a place in the queue)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> "Note":
+        note = super().__new__(cls, "")
+        note.text = text
+        return note
+
+
 class Citation(Frozen):
     """One `[n]` marker of an answer resolved to verified lines of a file."""
 

@@ -22,11 +22,11 @@ QUESTION = "When did Katla last erupt?"
 
 
 @pytest.fixture
-def rag(make_settings, in_tmp):
+def rag(make_settings, in_tmp):  # answers one at a time (batched: tests/test_batching.py)
     write_corpus(in_tmp / "seeds")
     settings = make_settings(generator="llamacpp", llm_model_path=small_llm_path(), prompt_context="stitched",
                              llm_context_tokens=2048, llm_max_tokens=16, llm_threads=1, relevance_floor=-1.0,
-                             prompt_passages=3)
+                             prompt_passages=3, llm_parallel=1)
     rag = Rag(settings)
     rag.index()
     return rag

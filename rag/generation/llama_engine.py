@@ -95,6 +95,12 @@ def _install() -> None:
     lifecycle.on_release(close_all)
 
 
+def abort_hook():
+    """The C function a context reads its abort flag with (see the module's docstring)."""
+    _install()
+    return _hooks["abort"]
+
+
 def load(path: Path, *, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bool,
          shared: bool = True) -> "Engine":
     """The model at `path` with a context of `n_ctx` tokens: loaded once per process and settings

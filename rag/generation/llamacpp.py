@@ -20,11 +20,11 @@ from rag import lifecycle
 from rag.config import Settings
 from rag.cpus import usable_cpus
 from rag.errors import GeneratorError
-from rag.generation import llama_engine
+from rag.generation import llama_batch, llama_engine
 from rag.judge import NO_WORDS, YES_WORDS, judge_request, yes_share
 from rag.passage_states import HEADER, StateFolder, block_text, state_key
 from rag.refusal import REFUSAL
-from rag.types import GenerationRequest, Message
+from rag.types import GenerationRequest, Message, Note
 
 log = logging.getLogger(__name__)
 # Sampling starts from the same seed on every call: the same question and passages get the same answer.
@@ -65,15 +65,20 @@ class LlamaCppGenerator:
 
     def __init__(self, model_path: Path, *, context_tokens: int = 4096, threads: int | None = None,
                  refusal_threshold: float = 1.0, batch_tokens: int = 512, flash_attn: bool = False,
-                 shared: bool = True) -> None:
+                 parallel: int = 1, shared: bool = True) -> None:
         self.model_path = model_path
         self.context_tokens = context_tokens
         self.refusal_threshold = refusal_threshold
         self._options = dict(context_tokens=context_tokens, threads=threads, refusal_threshold=refusal_threshold,
-                             batch_tokens=batch_tokens, flash_attn=flash_attn)
+                             batch_tokens=batch_tokens, flash_attn=flash_attn, parallel=parallel)
         self._engine = llama_engine.load(model_path, n_ctx=context_tokens, n_threads=threads or usable_cpus(),
                                          n_batch=batch_tokens, flash_attn=flash_attn, shared=shared)
         self._shared = shared
+        # Several answers at once (rag.generation.llama_batch) from the shared model; its private
+        # copies read states in the background one at a time.
+        self._batcher = llama_batch.batcher(self._engine, slots=parallel, n_ctx=context_tokens,
+                                            n_batch=batch_tokens, threads=threads or usable_cpus(),
+                                            flash_attn=flash_attn) if shared and parallel > 1 else None
         self._background = not shared  # a private copy reads in the background: answers first
         self._passage_prefix: list[int] | None = None
         self._fingerprint: str | None = None
@@ -95,6 +100,7 @@ class LlamaCppGenerator:
             refusal_threshold=settings.llm_refusal_threshold,
             batch_tokens=settings.llm_batch_tokens,
             flash_attn=settings.llm_flash_attn,
+            parallel=settings.llm_parallel,
         )
 
     @property
@@ -108,8 +114,15 @@ class LlamaCppGenerator:
 
     def private_copy(self) -> "LlamaCppGenerator":
         """The same model in a context of its own (for work in the background that must not
-        disturb the context answering questions); `close()` frees it."""
-        return LlamaCppGenerator(self.model_path, shared=False, **self._options)  # type: ignore[arg-type]
+        disturb the context answering questions; with answers batched, a corpus state is read as
+        a job of the batch instead, which cannot starve); `close()` frees it."""
+        if self._batcher is not None:
+            return llama_batch.StateReader(self, self._batcher)  # type: ignore[return-value]
+        return self.private_copy_alone()
+
+    def private_copy_alone(self) -> "LlamaCppGenerator":
+        """The same model in a context of its own, never batched; `close()` frees it."""
+        return LlamaCppGenerator(self.model_path, shared=False, **{**self._options, "parallel": 1})  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Free a private copy's context now (stopping a read in progress within a step), not
@@ -145,11 +158,17 @@ class LlamaCppGenerator:
     def warm(self, system: str) -> None:
         """Read the fixed start of every prompt now, so the first question pays only for its own."""
         tokens = self._prefix_tokens(system)
+        if self._batcher is not None:
+            self._batcher.submit(llama_batch.Job(tokens, keep_as="chat start")).wait()
+            return
         with self._engine.use():
             self._engine.read(tokens, background=self._background)
 
     def preload(self, path: Path) -> None:
         """Load a saved prefix state now (at start), so the first question does not wait for it."""
+        if self._batcher is not None:
+            self._batcher.preload(str(path))
+            return
         with self._engine.use():
             self._engine.load_state(path)
 
@@ -262,9 +281,23 @@ class LlamaCppGenerator:
         self._prepare(request)
         return llm.create_chat_completion(messages=[m.model_dump() for m in request.messages], **options), _chat_text
 
+    def _job(self, request: GenerationRequest, **options) -> llama_batch.Job | None:
+        """The request as a job of the batch (None when not batched: a prompt put together from
+        passage states is read in the shared context, one at a time)."""
+        if self._batcher is None or request.passage_states:
+            return None
+        tokens = self._tokenize(self._format(request.messages), bos=True, special=True)
+        return self._batcher.submit(llama_batch.Job(tokens, prefix_state=request.prefix_state, **options))
+
     def _first_token(self, request: GenerationRequest, token_ids: list[int]) -> list[float]:
         """The probabilities of `token_ids` as the first token of the reply (one token generated)."""
         from llama_cpp import LogitsProcessorList
+
+        job = self._job(request, probes=token_ids)
+        if job is not None:
+            job.wait()
+            assert job.probabilities is not None
+            return job.probabilities
 
         seen: list[list[float]] = []
         with self._engine.use() as llm:
@@ -289,6 +322,12 @@ class LlamaCppGenerator:
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         from llama_cpp import LogitsProcessorList
+
+        job = self._job(request, max_tokens=request.max_tokens, temperature=request.temperature, seed=SEED,
+                        probes=[self._refusal_token])
+        if job is not None:
+            yield from self._batched(job)
+            return
 
         with self._engine.use() as llm:
             seen: list[list[float]] = []
@@ -319,6 +358,21 @@ class LlamaCppGenerator:
                 raise GeneratorError(
                     f"the local model failed while answering ({type(exc).__name__}: {exc})"
                 ) from None
+
+
+    def _batched(self, job: llama_batch.Job) -> Iterator[str]:
+        """The pieces of a batched answer (its place in the queue as notes while it waits)."""
+        pieces = job.pieces()
+        try:
+            for piece in pieces:
+                if lifecycle.stopping():
+                    return
+                if not isinstance(piece, Note) and job.probabilities and job.probabilities[0] >= self.refusal_threshold:
+                    yield REFUSAL
+                    return
+                yield piece
+        finally:
+            pieces.close()
 
 
 def _chat_text(piece: dict) -> str | None:

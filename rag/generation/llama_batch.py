@@ -1,0 +1,425 @@
+"""Several answers at once from the local model: continuous batching over one llama.cpp context.
+
+On a CPU, writing one token for four answers costs little more than for one (the weights are read
+once per step either way), so answers are written together: one context of the shared model
+holds a sequence per answer over one key/value store, and every step decodes one batch with the
+next token of each answer being written and a slice of each prompt being read. An answer joins
+the batch at the next step (continuous batching) and leaves it when done, stopped or failed.
+
+- **Shared prefixes.** A saved state (the corpus) or a chat's fixed start is held once, in a
+  sequence of its own (a base); an answer's sequence starts as a copy of the longest start it
+  shares with a base or with what a free sequence held before (the reading pass, then the answer),
+  and reads only the rest.
+- **The same answer as alone.** Each sequence has a key/value store of its own (not one store
+  shared by all), laid out as if it were alone, and its prompt is read in the same slices alone
+  or not: llama.cpp then computes each of its tokens the same whatever else is in the batch, so an
+  answer written with others is the answer written alone (flash attention, when turned on,
+  rounds by its company).
+- **Reads that cannot starve.** A state read in the background (the corpus, after a build) is a
+  job of the batch too: a slice of it is read at every step, a small one while answers are being
+  written, so it finishes under any load.
+- **Bounded memory.** `slots` answers and BASES bases, each a store of the model's context: a
+  request waits for a free sequence (its `position` says where it stands), and one that can never
+  fit fails at once with a plain error.
+- **Failures stay local.** A batch that fails is decoded again job by job, and only the jobs that
+  fail alone are failed; a stopped job's cells are freed at the next step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rag import lifecycle
+from rag.errors import GeneratorError
+from rag.generation.batch_jobs import Job, Slot, StateReader, common_start, sampler
+
+__all__ = ["Batcher", "Job", "StateReader", "batcher"]
+
+log = logging.getLogger("rag.llama")
+
+# Bases: sequences holding a shared start (a saved corpus state, a chat's fixed start).
+BASES = 2
+# Prompt tokens a job reads per step, alone or not (so other answers' words keep coming, and an
+# answer's rounding does not depend on its company), and a background read's share of a step
+# while answers are being read or written.
+PREFILL_STEP = 128
+BACKGROUND_STEP = 32
+
+
+class Batcher:
+    """The batch of one shared model: `submit` a Job, iterate its `pieces()`."""
+
+    def __init__(self, llm, *, slots: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+        params.n_threads = params.n_threads_batch = threads
+        params.n_seq_max = slots + BASES
+        params.n_ctx = n_ctx * (slots + BASES)  # n_ctx each: a sequence's store is its own
+        params.kv_unified = False
+        if not flash_attn:  # on, a batch's company changes an answer's rounding (see above)
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._model = llm._model
+        self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model.model)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.capacity, self.n_batch = n_ctx, n_batch
+        self._flag = ctypes.create_string_buffer(2)
+        from rag.generation import llama_engine
+
+        llama_cpp.llama_set_abort_callback(self._ctx.ctx, llama_engine.abort_hook(),
+                                           ctypes.cast(self._flag, ctypes.c_void_p))
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._slots = [Slot(i) for i in range(slots)]
+        self._bases = [Slot(slots + i) for i in range(BASES)]
+        self._waiting: list[Job] = []
+        self._loads: list[str] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self.closed = False
+        self.steps = self.widest = 0  # steps decoded; the most jobs one step served
+        lifecycle.track(self)
+        lifecycle.on_stop(self._abort)
+        self._thread = lifecycle.start_worker(self._run, name="rag-batch")
+
+    # -- callers --------------------------------------------------------------------------------
+    def submit(self, job: Job) -> Job:
+        with self._cv:
+            if self._closing:
+                raise GeneratorError("the local model is closing")
+            self._waiting.append(job)
+            self._number_waiting()
+            self._cv.notify_all()
+        return job
+
+    def cells(self, seq_id: int) -> int:
+        """The positions sequence `seq_id` holds in the context (what a job's `slot` holds)."""
+        import llama_cpp
+
+        with self._cv:
+            return int(llama_cpp.llama_memory_seq_pos_max(self._ctx.memory, seq_id)) + 1
+
+    def close(self) -> None:
+        """Stop every job (each fails with a plain error), join the loop, free the context."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._abort()
+        if not lifecycle.join(self._thread):
+            return
+        if not self.closed:
+            self.closed = True
+            import llama_cpp
+
+            for seq in self._slots:
+                self._free_sampler(seq)
+            llama_cpp.llama_batch_free(self._batch)
+            self._ctx.close()
+
+    def _abort(self) -> None:
+        self._flag[0] = b"\x01"
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not (self._closing or self._waiting or self._loads or any(s.job for s in self._slots)):
+                        self._cv.wait()
+                    if self._closing:
+                        break
+                    while self._loads:
+                        self._base_for(self._loads.pop(0))
+                    self._drop_stopped()
+                    self._admit()
+                self._step()
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            log.exception("the local model's batch stopped")
+            self._fail_everything(GeneratorError(f"the local model failed ({type(exc).__name__}: {exc})"))
+        else:
+            self._fail_everything(GeneratorError("stopped: the model is closing"))
+
+    def _fail_everything(self, error: GeneratorError) -> None:
+        with self._cv:
+            self._closing = True
+            jobs = [*self._waiting, *(s.job for s in self._slots if s.job)]
+            self._waiting.clear()
+        for job in jobs:
+            job._finish(error)
+
+    def _number_waiting(self) -> None:
+        for n, job in enumerate(self._waiting, start=1):
+            job.position = n
+
+    def _drop_stopped(self) -> None:
+        for job in [j for j in self._waiting if j.stopped.is_set()]:
+            self._waiting.remove(job)
+            job._finish()
+        for seq in self._slots:
+            if seq.job is not None and seq.job.stopped.is_set():
+                job = seq.job
+                self._clear(seq)
+                job._finish()
+        self._number_waiting()
+
+    # -- sequences ------------------------------------------------------------------------------
+    def _clear(self, seq: Slot, keep: int = 0) -> None:
+        """Drop what `seq` holds from position `keep` on (and its job)."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.id, keep, -1)
+        seq.tokens = seq.tokens[:keep]
+        seq.job = None
+        if keep == 0:
+            seq.path = None
+        self._free_sampler(seq)
+
+    def _copy(self, source: Slot, seq: Slot, keep: int) -> None:
+        """Make `seq` hold the first `keep` positions of `source` (a sequence's store is its own,
+        so it is copied whole, then cut)."""
+        import llama_cpp
+
+        self._clear(seq)
+        if keep:
+            llama_cpp.llama_memory_seq_cp(self._ctx.memory, source.id, seq.id, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.id, keep, -1)
+            seq.tokens = source.tokens[:keep]
+
+    def _free_sampler(self, seq: Slot) -> None:
+        if seq.sampler is not None:
+            import llama_cpp
+
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
+    def _base_for(self, path: str) -> Slot | None:
+        """The base holding the saved state at `path`, loaded now when missing (None: unreadable)."""
+        import llama_cpp
+
+        base = next((b for b in self._bases if b.path == path), None)
+        if base is None:
+            base = min(self._bases, key=lambda b: b.used_at)
+            self._clear(base)
+            array = (llama_cpp.llama_token * self.capacity)()
+            count = ctypes.c_size_t(0)
+            if llama_cpp.llama_state_seq_load_file(self._ctx.ctx, path.encode(), base.id, array, self.capacity,
+                                                     ctypes.byref(count)) == 0:
+                self._clear(base)
+                log.warning("cannot load the saved model state %s; answers read the prompt whole", Path(path).name)
+                return None
+            base.tokens, base.path = list(array[: count.value]), path
+        base.used_at = time.monotonic()
+        return base
+
+    def _admit(self) -> None:
+        """Give waiting jobs a sequence in order (a background read after answers), each starting
+        from the longest start it shares with a base or a free sequence."""
+        for job in sorted(self._waiting, key=lambda j: j.background):
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                break
+            self._waiting.remove(job)
+            if len(job.tokens) + job.max_tokens > self.capacity:
+                job._finish(GeneratorError(
+                    f"the prompt and its answer ({len(job.tokens) + job.max_tokens:,} tokens) do not fit the "
+                    f"model's context of {self.capacity:,} tokens; raise RAG_LLM_CONTEXT_TOKENS"))
+                continue
+            if job.prefix_state:
+                self._base_for(job.prefix_state)
+            sources = [*(b for b in self._bases if b.tokens), *free]
+            source = max(sources, key=lambda s: (common_start(s.tokens, job.tokens), s in free, s.used_at))
+            shared = min(common_start(source.tokens, job.tokens), len(job.tokens) - 1)  # the last token read again
+            if source in free:
+                seq = source
+                self._clear(seq, keep=shared)
+            else:
+                seq = min(free, key=lambda s: s.used_at)
+                self._copy(source, seq, shared)
+                source.used_at = time.monotonic()
+            seq.job, seq.read, seq.written, seq.next_token = job, shared, 0, None
+            seq.decoder.reset()
+            seq.sampler = sampler(job) if job.max_tokens else None
+            seq.used_at = time.monotonic()
+            job.position, job.slot = 0, seq.id
+        self._number_waiting()
+
+    # -- one step -------------------------------------------------------------------------------
+    def _plan(self) -> list[tuple[Slot, list[int], bool]]:
+        """What each job reads this step: (sequence, tokens, whether its last one needs logits)."""
+        with self._cv:
+            running = [s for s in self._slots if s.job is not None]
+        writing = [s for s in running if s.next_token is not None]
+        reading = [s for s in running if s.next_token is None and s.read < len(s.job.tokens)]
+        ahead = [s for s in reading if not s.job.background]
+        room = self.n_batch - len(writing)
+        plan = [(s, [s.next_token], True) for s in writing]
+        for seq in [*ahead, *(s for s in reading if s.job.background)]:
+            if room <= 0:
+                break
+            job = seq.job
+            share = (BACKGROUND_STEP if writing or ahead else room) if job.background else PREFILL_STEP
+            take = job.tokens[seq.read: seq.read + min(share, room)]
+            last = seq.read + len(take) == len(job.tokens)
+            plan.append((seq, take, last and bool(job.probes or job.max_tokens)))
+            room -= len(take)
+        return plan
+
+    def _decode(self, plan: list[tuple[Slot, list[int], bool]]) -> int:
+        """Decode the plan as one batch."""
+        import llama_cpp
+
+        b = self._batch
+        n = 0
+        for seq, tokens, logits in plan:
+            start = len(seq.tokens)
+            for i, token in enumerate(tokens):
+                b.token[n], b.pos[n], b.n_seq_id[n] = token, start + i, 1
+                b.seq_id[n][0] = seq.id
+                b.logits[n] = logits and i == len(tokens) - 1
+                n += 1
+        b.n_tokens = n
+        return llama_cpp.llama_decode(self._ctx.ctx, b)
+
+    def _step(self) -> None:
+        """One step: the next token of every answer being written, in one batch; then each
+        prompt slice in a batch of its own (so it is read exactly as alone)."""
+        plan = self._plan()
+        if not plan:
+            time.sleep(0.01)
+            return
+        self.steps += 1
+        self.widest = max(self.widest, len(plan))
+        writing = [part for part in plan if part[0].next_token is not None]
+        for group in ([writing] if writing else []) + [[part] for part in plan if part[0].next_token is None]:
+            code = self._decode(group)
+            if code == 0:
+                self._after(group)
+                continue
+            self._undo(group)
+            for part in group if len(group) > 1 else []:  # again one by one: only those that fail alone fail
+                if self._decode([part]) == 0:
+                    self._after([part])
+                    continue
+                self._undo([part])
+                self._fail(part[0], code)
+            if len(group) == 1:
+                self._fail(group[0][0], code)
+
+    def _undo(self, plan: list[tuple[Slot, list[int], bool]]) -> None:
+        import llama_cpp
+
+        for seq, _, _ in plan:
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.id, len(seq.tokens), -1)
+
+    def _fail(self, seq: Slot, code: int) -> None:
+        job = seq.job
+        why = "stopped: the model is closing" if code == 2 else f"the local model could not read its batch (code {code})"
+        with self._cv:
+            self._clear(seq)
+        if job is not None:
+            job._finish(GeneratorError(why))
+
+    def _after(self, plan: list[tuple[Slot, list[int], bool]]) -> None:
+        """Each job's new tokens are in the context: record them, sample, hand out text."""
+        import llama_cpp
+
+        index = -1
+        for seq, tokens, logits in plan:
+            index += len(tokens)
+            job = seq.job
+            assert job is not None
+            seq.tokens += tokens
+            if seq.next_token is None:
+                seq.read += len(tokens)
+            seq.next_token = None
+            if not logits:
+                if seq.read == len(job.tokens) and not job.max_tokens and not job.probes:
+                    self._done(seq)
+                continue
+            if job.probes and job.probabilities is None:
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,))
+                weights = np.exp(row.astype("float64") - float(row.max()))
+                job.probabilities = [float(weights[t] / weights.sum()) for t in job.probes]
+            if job.max_tokens == 0:
+                self._done(seq)
+                continue
+            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx.ctx, index)
+            seq.written += 1
+            end = llama_cpp.llama_vocab_is_eog(self._vocab, token)
+            if not end:
+                text = seq.decoder.decode(self._model.token_to_piece(token).rstrip(b"\0"))
+                if text:
+                    job._out.put(text)
+            if end or seq.written >= job.max_tokens:
+                tail = seq.decoder.decode(b"", final=True)
+                if tail:
+                    job._out.put(tail)
+                self._done(seq)
+            else:
+                seq.next_token = token
+        with self._cv:
+            for seq, _, _ in plan:
+                if seq.job is not None and seq.job.done.is_set():
+                    seq.job = None
+            self._cv.notify_all()
+
+    def _done(self, seq: Slot) -> None:
+        """The job of `seq` is complete: its state saved and kept as a base when asked."""
+        import llama_cpp
+
+        job = seq.job
+        assert job is not None
+        error = None
+        if job.save_to is not None:
+            array = (llama_cpp.llama_token * len(seq.tokens))(*seq.tokens)
+            if llama_cpp.llama_state_seq_save_file(self._ctx.ctx, str(job.save_to).encode(), seq.id, array,
+                                                   len(seq.tokens)) == 0:
+                error = GeneratorError(f"cannot save the model state to {job.save_to}")
+        self._free_sampler(seq)
+        seq.used_at = time.monotonic()
+        if job.keep_as is not None and error is None:
+            with self._cv:
+                self._keep(seq, job.keep_as)
+        job._finish(error)
+
+    def _keep(self, seq: Slot, name: str) -> None:
+        """Make what `seq` holds a base named `name` (in place of the least recently used base)."""
+        base = next((b for b in self._bases if b.path == name), min(self._bases, key=lambda b: b.used_at))
+        self._copy(seq, base, len(seq.tokens))
+        base.path, base.used_at = name, time.monotonic()
+        self._clear(seq)
+
+    def forget(self) -> None:
+        """Drop what idle sequences and bases hold (the next requests read from the start)."""
+        with self._cv:
+            for seq in [*(s for s in self._slots if s.job is None), *self._bases]:
+                self._clear(seq)
+
+    def preload(self, path: str) -> None:
+        """Load the saved state at `path` as a base now, ahead of the first request naming it."""
+        with self._cv:
+            self._loads.append(path)
+            self._cv.notify_all()
+
+
+_lock = threading.Lock()
+_batchers: dict[int, Batcher] = {}
+
+
+def batcher(engine, *, slots: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool) -> Batcher:
+    """The batch of the shared model `engine` (one per model and process): `slots` answers at
+    once, each in a store of `n_ctx` cells of its own."""
+    with _lock:
+        found = _batchers.get(id(engine))
+        if found is None or found.closed:
+            found = _batchers[id(engine)] = Batcher(engine.llm, slots=slots, n_ctx=n_ctx,
+                                                    n_batch=n_batch, threads=threads, flash_attn=flash_attn)
+        return found
