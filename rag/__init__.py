@@ -50,14 +50,14 @@ from rag.errors import (
     RagError,
     UploadError,
 )
-from rag.types import Answer, Citation, Hit, IndexReport, IndexStatus, Timings
+from rag.types import Answer, Citation, Hit, IndexReport, IndexStatus, Note, Timings
 
 __all__ = [
     "ask", "ask_stream", "Rag", "add_documents", "remove_documents", "AddResult",
     "Settings", "load_settings", "describe_report", "report_changes", "lines_label",
     "resolve_generator", "generator_is_parallel", "mount_openai_api", "shutdown", "start_worker",
     "ChatStore", "ChatStoreError", "ConversationNotFoundError", "document_hashes",
-    "Answer", "Citation", "Hit", "IndexReport", "IndexStatus", "Timings",
+    "Answer", "Citation", "Hit", "IndexReport", "IndexStatus", "Note", "Timings",
     "RagError", "ConfigError", "LoaderError", "UploadError", "IndexStoreError", "IndexNotFoundError",
     "IndexMismatchError", "IndexCorruptError", "IndexLockedError", "DatabaseUnavailableError",
     "EmbeddingError", "QuestionError", "GeneratorError", "GeneratorUnavailableError",

@@ -55,7 +55,7 @@ from rag.errors import (
 )
 from rag.generation import AUTO
 from rag.pipeline import AnswerStream, Rag
-from rag.types import Answer, Citation
+from rag.types import Answer, Citation, Note
 
 MODEL_PREFIX = "rag"
 OWNER = "rag"
@@ -208,7 +208,9 @@ def sse_events(stream: AnswerStream, model: str, completion_id: str, created: in
         yield _chunk(completion_id, created, model, {"role": "assistant", "content": ""})
         try:
             for piece in stream:
-                if piece:
+                if isinstance(piece, Note):  # a comment line: clients skip it, a person reading the stream sees it
+                    yield f": {piece.text}\n\n"
+                elif piece:
                     yield _chunk(completion_id, created, model, {"content": piece})
         except RagError as exc:
             error = error_for(exc)

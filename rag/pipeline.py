@@ -24,13 +24,14 @@ from rag.backends import Backends
 from rag.config import Settings, load_settings
 from rag.conversation import check_question, condense
 from rag.errors import RagError
+from rag.generation import abilities
 from rag.generation.base import Generator, Reader
 from rag.index_handle import IndexHandle, index_status
 from rag.planning import ContextPlan, ContextPlanner
 from rag.retrieval import Retriever
 from rag.selection import select
-from rag.streaming import AnswerStream
-from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Selection, Timings
+from rag.streaming import AnswerStream, waiting_note
+from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Note, Selection, Timings
 from rag.verification import verify
 
 if TYPE_CHECKING:
@@ -209,6 +210,8 @@ class _Run:
         with self.rag._slots:
             if self.reader is not None:
                 reader, draft = self.reader, self.draft
+                if (ahead := abilities.waiting(reader)) is not None:
+                    yield Note(waiting_note(ahead))
                 asked = self.plan.request if reader is self.primary else self.rag.request_for(
                     draft.standalone, draft.hits, reader, self.selection)  # type: ignore[arg-type]
                 self.verdict = verdict(draft.standalone, draft.hits, self.selection, self.rag.settings,
@@ -219,7 +222,8 @@ class _Run:
                 return
             log.info("%s: %s", self.primary.name, self.plan.status)
             for piece in self.generation.outer.stream(self.plan.request):
-                self.first_token = self.first_token or time.perf_counter()
+                if not isinstance(piece, Note):
+                    self.first_token = self.first_token or time.perf_counter()
                 yield piece
 
     def finish(self, raw: str, error: RagError | None) -> Answer:

@@ -52,3 +52,10 @@ class AnswerStream:
         close = getattr(self._pieces, "close", None)
         if close:
             close()
+
+
+def waiting_note(ahead: int) -> str:
+    """What a request waiting for the local model is told, with `ahead` requests before it."""
+    if not ahead:
+        return "Waiting for the model: yours is next"
+    return f"Waiting for the model: {ahead} question{'s' if ahead != 1 else ''} ahead of yours"

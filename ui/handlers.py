@@ -14,7 +14,7 @@ from collections.abc import Generator, Iterator, Sequence
 
 import gradio as gr
 
-from rag import Answer, Citation, QuestionError, Rag, RagError, generator_is_parallel, resolve_generator
+from rag import Answer, Citation, Note, QuestionError, Rag, RagError, generator_is_parallel, resolve_generator
 from ui.conversations import SavedConversations, turn_of
 from ui.conversations_view import CHANGED_NOTE
 from ui.rendering import (
@@ -148,6 +148,10 @@ class ChatHandlers:
             yield self._respond_out(chat=list(chat))
         try:
             for piece in stream:
+                if isinstance(piece, Note):  # waiting for the model: its place in the queue
+                    chat[-1] = _assistant(render_streaming(text, piece.text))
+                    yield self._respond_out(chat=list(chat))
+                    continue
                 text += piece
                 if time.monotonic() - shown >= STREAM_FRAME_SECONDS:
                     chat[-1] = _assistant(render_streaming(text))

@@ -35,6 +35,13 @@ def close(gen: Generator) -> None:
         gen.close()
 
 
+def waiting(gen: object) -> int | None:
+    """How many requests wait for `gen` now, when a new one would wait too (a local model writing
+    several answers at once keeps a queue); None when it would start at once."""
+    count = getattr(gen, "waiting", None)
+    return count() if callable(count) else None
+
+
 def trusted_markers(gen: Generator) -> bool:
     """Whether `gen`'s markers are the passages' own (the assemble stage keeps them as they are)."""
     return bool(getattr(gen, "trusted_markers", False))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import GeneratorError
+from rag.streaming import waiting_note
 from rag.types import Note
 
 # Seconds between two notes of a job's place while it waits (its reader also notices a stop then).
@@ -65,10 +66,7 @@ class Job:
                     item = self._out.get(timeout=NOTE_SECONDS)
                 except queue.Empty:
                     if self.position > 0:
-                        ahead = self.position - 1
-                        yield Note("Waiting for the model: "
-                                   + (f"{ahead} question{'s' if ahead != 1 else ''} ahead of yours…" if ahead
-                                      else "yours is next…"))
+                        yield Note(waiting_note(self.position - 1))
                     continue
                 if item is _END:
                     break

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from rag.errors import GeneratorError
 from rag.generation import abilities
 from rag.generation.base import Generator
-from rag.types import GenerationRequest
+from rag.types import GenerationRequest, Note
 
 _DONE = object()
 
@@ -90,7 +90,7 @@ class DeadlineGenerator:
         said = False
         try:
             for piece in bounded:
-                said = True
+                said = said or not isinstance(piece, Note)
                 yield piece
         except DeadlineReached:
             if not said:

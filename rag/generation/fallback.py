@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from rag.errors import GeneratorError, GeneratorUnavailableError
 from rag.generation import abilities
 from rag.generation.base import Generator
-from rag.types import GenerationRequest
+from rag.types import GenerationRequest, Note
 
 
 class FallbackGenerator:
@@ -41,7 +41,7 @@ class FallbackGenerator:
         said = False
         try:
             for piece in self.primary.stream(request):
-                said = True
+                said = said or not isinstance(piece, Note)  # a note of its place in a queue says nothing
                 yield piece
             return
         except (GeneratorError, GeneratorUnavailableError) as exc:

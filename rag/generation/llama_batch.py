@@ -100,6 +100,13 @@ class Batcher:
             self._cv.notify_all()
         return job
 
+    def waiting(self) -> int | None:
+        """Requests waiting for a sequence; None when one is free and nobody waits."""
+        with self._cv:
+            if not self._waiting and any(s.job is None for s in self._slots):
+                return None
+            return len(self._waiting)
+
     def cells(self, seq_id: int) -> int:
         """The positions sequence `seq_id` holds in the context (what a job's `slot` holds)."""
         import llama_cpp

@@ -289,6 +289,10 @@ class LlamaCppGenerator:
         tokens = self._tokenize(self._format(request.messages), bos=True, special=True)
         return self._batcher.submit(llama_batch.Job(tokens, prefix_state=request.prefix_state, **options))
 
+    def waiting(self) -> int | None:
+        """Requests waiting for the batch (None: a new one starts at once, or answers are not batched)."""
+        return self._batcher.waiting() if self._batcher is not None else None
+
     def _first_token(self, request: GenerationRequest, token_ids: list[int]) -> list[float]:
         """The probabilities of `token_ids` as the first token of the reply (one token generated)."""
         from llama_cpp import LogitsProcessorList
