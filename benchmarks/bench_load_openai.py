@@ -7,11 +7,13 @@
 Starts `rag serve` on 127.0.0.1 over a copy of seeds/ (the `Server` of bench_load.py), waits for
 its first index build and, with `--generator llamacpp`, for the corpus state the server reads
 once per build in the background (`index/kv/<build>-<model>.state`, written aside then renamed;
-`--no-wait-state` skips the wait). Then --clients threads, each with its own `openai.OpenAI`
-client pointed at `/v1`, ask the answerable questions of the seeds dev set plus one
-unanswerable, back to back: --warmup seconds not timed, then --duration seconds measured (or,
-with `--per-client N`, N measured questions per client). With `--stream mixed` (the default)
-even-numbered clients stream and odd ones do not.
+`--no-wait-state` skips the wait). With llamacpp the copy is indexed (`rag index`) before the
+server starts: its warm-up then finds a build and starts that read (a server that starts
+without an index reads the corpus only when the first question comes). Then --clients threads,
+each with its own `openai.OpenAI` client pointed at `/v1`, ask the answerable questions of the
+seeds dev set plus one unanswerable, back to back: --warmup seconds not timed, then --duration
+seconds measured (or, with `--per-client N`, N measured questions per client). With
+`--stream mixed` (the default) even-numbered clients stream and odd ones do not.
 
 `--parallel 1,4` measures one mode per value, one after the other: each a fresh server over its
 own copy of the seeds and its own index, started with RAG_LLM_PARALLEL=<value>, asked by the same
@@ -20,8 +22,9 @@ ratios against the first value (answers/s: above 1 is more; p95 latency: below 1
 the number of questions whose answer texts differ between modes.
 
 Every answer is checked: a text, the `citations` and `refused` fields present, each citation's
-quote found at its lines of the seed file, the final streamed chunk's checked `text` equal to
-what was streamed. Quality over the measured answers: the dev set's gold source file cited, the
+quote found at its lines of the seed file, the final streamed chunk's checked `text` present
+(with extractive, equal to what was streamed; a model's draft may be corrected once complete,
+which is counted). Quality over the measured answers: the dev set's gold source file cited, the
 expected keywords present, answerable questions refused, the unanswerable one answered. The
 server's VmRSS is sampled every second (medians of the first and the last 10 s of the measured
 window). The server's own time per answer is not measured: the endpoint's responses carry no
@@ -68,6 +71,7 @@ class Result:
     keywords_ok: bool | None = None
     text: str = ""  # the checked answer, whitespace squashed
     cited: tuple[str, ...] = ()  # the file of each citation
+    rewritten: bool = False  # streams only: the checked answer is not what was streamed
 
 
 def check_citations(citations: list[dict], seeds: Path) -> str | None:
@@ -86,8 +90,13 @@ def check_citations(citations: list[dict], seeds: Path) -> str | None:
     return None
 
 
-def ask(client, model: str, question: Question, stream: bool, seeds: Path, result: Result) -> None:
-    """One question through the endpoint; fills `result` (any failure is its error, never a crash)."""
+def ask(client, model: str, question: Question, stream: bool, seeds: Path, result: Result,
+        *, streamed_is_final: bool = True) -> None:
+    """One question through the endpoint; fills `result` (any failure is its error, never a crash).
+
+    `streamed_is_final`: the streamed text must be the checked answer (the extractive generator's
+    is); a model's draft may be corrected once complete, which is then counted, not an error.
+    """
     started = time.monotonic()
     messages = [{"role": "user", "content": question.text}]
     try:
@@ -105,7 +114,10 @@ def ask(client, model: str, question: Question, stream: bool, seeds: Path, resul
             if final is None:
                 raise ValueError("the stream ended without its final chunk")
             text, extra = "".join(pieces), final.model_extra or {}
-            if squash(extra.get("text", "")) != squash(text):
+            if not extra.get("text", "").strip():
+                raise ValueError("the final chunk carries no checked text")
+            result.rewritten = squash(extra["text"]) != squash(text)
+            if result.rewritten and streamed_is_final:
                 raise ValueError(f"streamed text and checked text differ: {text[:60]!r}")
         else:
             message = client.chat.completions.create(model=model, messages=messages).choices[0].message
@@ -122,7 +134,7 @@ def ask(client, model: str, question: Question, stream: bool, seeds: Path, resul
         if problem:
             raise ValueError(problem)
         if not question.unanswerable and not result.refused:
-            low = text.lower()
+            low = result.text.lower()
             result.keywords_ok = all(any(k.lower() in low for k in group) for group in question.keywords)
     except Exception as exc:  # every failure is a counted error
         result.latency = result.latency or time.monotonic() - started
@@ -199,7 +211,8 @@ def run(args, server: Server, questions: list[Question]) -> Measured:
             phase = "warmup" if now < measure_start else "measured"
             measured += phase == "measured"
             result = Result(number, question.id, stream, phase, now - t0)
-            ask(client, args.model, question, stream, server.seeds, result)
+            ask(client, args.model, question, stream, server.seeds, result,
+                streamed_is_final=args.generator == "extractive")
             with lock:
                 results.append(result)
 
@@ -247,7 +260,8 @@ def measure_mode(args, parallel: int | None, model_path: Path | None, questions:
         try:
             log(f"starting `rag serve` on {server.url} ({args.generator}, {setting_name(parallel)})")
             started = time.monotonic()
-            server.start(args.generator, model_path, extra)
+            # A server that starts without an index reads the corpus state only at the first question.
+            server.start(args.generator, model_path, extra, index_first=args.generator == "llamacpp")
             server.wait_until_ready(Settings(_env_file=None, seeds_dir=server.seeds, index_dir=server.index))
             state = {"waited": False}
             if args.generator == "llamacpp" and not args.no_wait_state:
@@ -308,6 +322,7 @@ def quality(ok: list[Result], questions: list[Question], sources: dict[str, tupl
         "unanswerable": len(asked_unanswerable),
         "unanswerable_answered": sum(not r.refused for r in asked_unanswerable),
         "streamed": sum(r.streamed for r in ok),
+        "streamed_then_corrected": sum(r.rewritten for r in ok),
         "citations": sum(r.citations for r in ok),
     }
 
@@ -437,6 +452,7 @@ def human(s: dict) -> str:
         ("expected keywords", lambda m: f"{m['answers']['expected_keywords']}/{m['answers']['answerable']} "
          f"({_cell(m['answers']['expected_keywords_share'])})"),
         ("answerable refused", lambda m: str(m["answers"]["answerable_refused"])),
+        ("streams corrected at end", lambda m: f"{m['answers']['streamed_then_corrected']}/{m['answers']['streamed']}"),
         ("unanswerable answered", lambda m: f"{m['answers']['unanswerable_answered']}/{m['answers']['unanswerable']}"),
         ("RSS MB first/last 10s", lambda m: _cell(m["rss"]["first_window_mb"], m["rss"]["last_window_mb"])),
         ("RSS growth %", lambda m: _cell(m["rss"]["growth_pct"])),

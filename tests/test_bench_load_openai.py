@@ -4,6 +4,7 @@ the wait for the corpus state, with recorded results and a fake index folder (no
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,6 +24,44 @@ def _result(question="d01", *, phase="measured", started=0.0, latency=1.0, strea
             error=None, refused=False, cited=(), keywords_ok=None, text="an answer") -> Result:
     return Result(0, question, streamed, phase, started, latency=latency, first_token=first, error=error,
                   refused=refused, citations=len(cited), keywords_ok=keywords_ok, text=text, cited=tuple(cited))
+
+
+# -- one request, through a fake client -----------------------------------------------------------
+def _client(pieces: list[str], final: dict):
+    def create(model, messages, stream=False):
+        assert stream and model == "rag" and messages[-1]["role"] == "user"
+        chunks = [SimpleNamespace(content=p, model_extra={}, finish=None) for p in pieces]
+        chunks.append(SimpleNamespace(content=None, model_extra=final, finish="stop"))
+        return [SimpleNamespace(choices=[SimpleNamespace(delta=c, finish_reason=c.finish)]) for c in chunks]
+
+    return SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+
+
+def test_a_stream_corrected_once_complete_is_counted_for_a_model_and_an_error_for_extractive(tmp_path):
+    (tmp_path / "a.txt").write_text("Intro.\nAlice wrote it.\n", encoding="utf-8")
+    citation = {"marker": 1, "file": "a.txt", "start_line": 2, "end_line": 2, "quote": "Alice wrote it.",
+                "verified": True}
+    final = {"text": "Alice wrote it [1].", "citations": [citation], "refused": False}
+    client = _client(["It was ", "Bob [1]."], final)
+    as_model = Result(0, "d01", True, "measured", 0.0)
+    bench.ask(client, "rag", QUESTIONS[0], True, tmp_path, as_model, streamed_is_final=False)
+    assert as_model.error is None and as_model.rewritten
+    assert as_model.text == "Alice wrote it [1]." and as_model.cited == ("a.txt",)
+    assert as_model.keywords_ok  # read in the checked answer, not in the draft
+    assert as_model.first_token is not None
+    as_extractive = Result(0, "d01", True, "measured", 0.0)
+    bench.ask(client, "rag", QUESTIONS[0], True, tmp_path, as_extractive)
+    assert "differ" in as_extractive.error
+
+
+def test_a_citation_not_at_its_lines_is_an_error(tmp_path):
+    (tmp_path / "a.txt").write_text("Intro.\nAlice wrote it.\n", encoding="utf-8")
+    wrong = {"marker": 1, "file": "a.txt", "start_line": 1, "end_line": 1, "quote": "Alice wrote it.",
+             "verified": True}
+    result = Result(0, "d01", True, "measured", 0.0)
+    bench.ask(_client(["Alice [1]."], {"text": "Alice [1].", "citations": [wrong], "refused": False}),
+              "rag", QUESTIONS[0], True, tmp_path, result)
+    assert result.error.startswith("ValueError: quote not at a.txt:1-1")
 
 
 # -- quality ------------------------------------------------------------------------------------
@@ -159,6 +198,7 @@ def test_report_and_table_put_modes_side_by_side():
     header = next(line for line in text.splitlines() if "RAG_LLM_PARALLEL=1" in line and "RAG_LLM_PARALLEL=4" in line)
     assert header.index("RAG_LLM_PARALLEL=1") < header.index("RAG_LLM_PARALLEL=4")
     assert "corpus state wait s" in text and "95.2" in text and "101" in text
+    assert "streams corrected at end" in text
     assert "1 of 1 questions differ between modes: d01" in text
     assert "RAG_LLM_PARALLEL=4: measured d01: Timeout" in text
     assert "not measured" in text
