@@ -431,6 +431,10 @@ def _cell(*values) -> str:
     return " / ".join("-" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
+def _part(count: int, whole: int, share: float | None) -> str:
+    return f"{count}/{whole}" + ("" if share is None else f" ({share:.0%})")
+
+
 def human(s: dict) -> str:
     """The report as a side-by-side table, one column a mode."""
     run, modes = s["run"], s["modes"]
@@ -447,10 +451,10 @@ def human(s: dict) -> str:
         ("  complete", lambda m: _cell(*m["latency_complete_s"].values())),
         ("first text p50/p95 s", lambda m: _cell(m["first_text_s"]["p50"], m["first_text_s"]["p95"])),
         ("answers/s", lambda m: f"{_cell(m['throughput_rps'])} over {m['measured_span_s']:g}s"),
-        ("gold source cited", lambda m: f"{m['answers']['gold_source_cited']}/{m['answers']['answerable']} "
-         f"({_cell(m['answers']['gold_source_cited_share'])})"),
-        ("expected keywords", lambda m: f"{m['answers']['expected_keywords']}/{m['answers']['answerable']} "
-         f"({_cell(m['answers']['expected_keywords_share'])})"),
+        ("gold source cited", lambda m: _part(m["answers"]["gold_source_cited"], m["answers"]["answerable"],
+                                              m["answers"]["gold_source_cited_share"])),
+        ("expected keywords", lambda m: _part(m["answers"]["expected_keywords"], m["answers"]["answerable"],
+                                              m["answers"]["expected_keywords_share"])),
         ("answerable refused", lambda m: str(m["answers"]["answerable_refused"])),
         ("streams corrected at end", lambda m: f"{m['answers']['streamed_then_corrected']}/{m['answers']['streamed']}"),
         ("unanswerable answered", lambda m: f"{m['answers']['unanswerable_answered']}/{m['answers']['unanswerable']}"),

@@ -4,6 +4,7 @@ the wait for the corpus state, with recorded results and a fake index folder (no
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from benchmarks import bench_load_openai as bench
 from benchmarks.bench_load import Question
 from benchmarks.bench_load_openai import Measured, Result
+from benchmarks.common import vm_rss
 
 QUESTIONS = [
     Question("d01", "Who?", keywords=(("Alice",),)),
@@ -287,3 +289,8 @@ def test_command_line_options(capsys):
         with pytest.raises(SystemExit) as exit_:
             bench.main(bad)
         assert exit_.value.code == 2
+
+
+def test_vm_rss_reads_a_live_process_and_is_zero_for_a_gone_one():
+    assert vm_rss(os.getpid()) > 2**20
+    assert vm_rss(2**22 + 7) == 0  # above the kernel's largest pid
