@@ -93,7 +93,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.process: subprocess.Popen | None = None
 
-    def start(self, generator: str, model_path: Path | None, extra: dict[str, str] | None = None) -> None:
+    def start(self, generator: str, model_path: Path | None, extra: dict[str, str] | None = None,
+              *, index_first: bool = False) -> None:
+        """Serve a fresh copy of seeds/. `index_first`: index it with `rag index` before the server
+        starts, so its warm-up finds a build (and a local model starts reading the corpus state)."""
         shutil.copytree(ROOT / "seeds", self.seeds)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         env.update(
@@ -107,6 +110,15 @@ class Server:
         rag = Path(sys.executable).with_name("rag")
         with self.log_path.open("wb") as out:
             # cwd=workdir: no .env of the repository is read.
+            if index_first:
+                try:
+                    done = subprocess.run([str(rag), "index"], cwd=self.workdir, env=env, stdout=out,
+                                          stderr=subprocess.STDOUT, timeout=SERVER_START_TIMEOUT, check=False)
+                except subprocess.TimeoutExpired:
+                    raise TimeoutError(f"`rag index` took over {SERVER_START_TIMEOUT:.0f}s") from None
+                if done.returncode != 0:
+                    out.flush()
+                    raise RuntimeError(f"`rag index` exited with {done.returncode}:\n{self.log_tail()}")
             self.process = subprocess.Popen(
                 [str(rag), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

@@ -102,15 +102,25 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def anon_rss(pid: int) -> int:
-    """Resident anonymous bytes of one process (its heaps; mapped model files excluded)."""
+def _status_bytes(pid: int, field: str) -> int:
+    """A kB field of /proc/<pid>/status in bytes (0 once the process is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
     return 0
+
+
+def anon_rss(pid: int) -> int:
+    """Resident anonymous bytes of one process (its heaps; mapped model files excluded)."""
+    return _status_bytes(pid, "RssAnon")
+
+
+def vm_rss(pid: int) -> int:
+    """Resident bytes of one process (VmRSS: heaps and the mapped model files it touched)."""
+    return _status_bytes(pid, "VmRSS")
 
 
 def rss_mb() -> float:

@@ -25,7 +25,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "refusal-probability": ("bench_refusal_probability", "The local model's first-token refusal probability."),
     "idle": ("bench_idle", "CPU used by an idle `rag serve`, with and without the idle queue."),
     "load": ("bench_load", "Load test of the chat server: concurrent chat users against `rag serve`."),
-    "load-openai": ("bench_load_openai", "Load test of the OpenAI-compatible endpoint of `rag serve`."),
+    "load-openai": ("bench_load_openai", "Load test of the OpenAI endpoint of `rag serve`, RAG_LLM_PARALLEL values side by side."),
     "multihop": ("bench_multihop", "Multi-hop retrieval on HotpotQA: one hop against two."),
     "scale": ("bench_scale", "Vector search at scale: FAISS flat, HNSW, IVF and pgvector HNSW."),
     "answerability": ("bench_answerability", "The answerability decision on SQuAD 2.0's held-out half."),
