@@ -159,3 +159,23 @@ def test_the_corpus_state_is_read_in_the_batch_saved_and_answers_as_reading_whol
     finally:
         alone.close()
     assert from_state == whole and from_state.strip()
+
+
+def test_the_answer_after_its_reading_takes_the_kept_sequence_before_others_waiting(gen):
+    from rag.judge import judge_request
+
+    batch = gen._batcher
+    batch.forget()
+    request = ask(QUESTIONS[0], 16)
+    reading = batch.submit(Job(tokens_of(gen, judge_request(request)), probes=[gen._refusal_token], follows="q1"))
+    reading.wait()
+    others = [batch.submit(Job(tokens_of(gen, ask(q, 64)), max_tokens=64, temperature=0.1, seed=9, follows=q))
+              for q in QUESTIONS[1:]]  # two take the free sequences; the third waits
+    answer = batch.submit(Job(tokens_of(gen, request), max_tokens=16, temperature=0.1, seed=9, follows="q1"))
+    pieces = answer.pieces()
+    next(p for p in pieces if not isinstance(p, Note))
+    assert answer.slot == reading.slot  # the kept sequence: only its last line read again
+    assert others[-1].position == 1  # still waiting: the answer went first
+    "".join(pieces)
+    for job in others:
+        job.wait()

@@ -33,13 +33,14 @@ class Job:
 
     def __init__(self, tokens: Sequence[int], *, max_tokens: int = 0, temperature: float = 0.0, seed: int = 0,
                  probes: Sequence[int] = (), prefix_state: str | None = None, save_to: Path | None = None,
-                 keep_as: str | None = None, background: bool = False) -> None:
+                 keep_as: str | None = None, follows: str | None = None, background: bool = False) -> None:
         if not tokens:
             raise GeneratorError("nothing to read")
         self.tokens = list(tokens)
         self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
         self.probes, self.prefix_state, self.save_to, self.keep_as = list(probes), prefix_state, save_to, keep_as
         self.background = background
+        self.follows = follows  # a reading's sequence is kept for the job of the same key (its answer)
         self.probabilities: list[float] | None = None
         self.position = 0  # while waiting: 1 + the jobs ahead of it; 0 once in the batch
         self.slot: int | None = None  # the sequence it was given
@@ -92,6 +93,8 @@ class Slot:
         self.job: Job | None = None
         self.path: str | None = None  # a base: the saved state (or fixed start) it holds
         self.used_at = 0.0
+        self.reserved = 0.0  # until then, kept for the answer that follows its reading
+        self.reserved_for: str | None = None
         # The job's progress: prompt tokens in the context, the token to read next, what it wrote.
         self.read = 0
         self.next_token: int | None = None

@@ -50,6 +50,9 @@ BASES = 2
 # while answers are being read or written.
 PREFILL_STEP = 128
 BACKGROUND_STEP = 32
+# A reading's sequence (is the question answered?) is kept this long for its answer, which reads
+# only its last line after it: another request does not take it meanwhile.
+RESERVE_SECONDS = 3.0
 
 
 class Batcher:
@@ -229,10 +232,13 @@ class Batcher:
     def _admit(self) -> None:
         """Give waiting jobs a sequence in order (a background read after answers), each starting
         from the longest start it shares with a base or a free sequence."""
-        for job in sorted(self._waiting, key=lambda j: j.background):
-            free = [s for s in self._slots if s.job is None]
+        now = time.monotonic()
+        follows = {id(j): s for j in self._waiting for s in self._slots
+                   if s.job is None and s.reserved > now and j.follows is not None and s.reserved_for == j.follows}
+        for job in sorted(self._waiting, key=lambda j: (id(j) not in follows, j.background)):
+            free = [s for s in self._slots if s.job is None and (s.reserved <= now or s is follows.get(id(job)))]
             if not free:
-                break
+                continue  # a follower after it may still have its kept sequence
             self._waiting.remove(job)
             if len(job.tokens) + job.max_tokens > self.capacity:
                 job._finish(GeneratorError(
@@ -251,7 +257,7 @@ class Batcher:
                 seq = min(free, key=lambda s: s.used_at)
                 self._copy(source, seq, shared)
                 source.used_at = time.monotonic()
-            seq.job, seq.read, seq.written, seq.next_token = job, shared, 0, None
+            seq.job, seq.read, seq.written, seq.next_token, seq.reserved = job, shared, 0, None, 0.0
             seq.decoder.reset()
             seq.sampler = sampler(job) if job.max_tokens else None
             seq.used_at = time.monotonic()
@@ -392,6 +398,8 @@ class Batcher:
                 error = GeneratorError(f"cannot save the model state to {job.save_to}")
         self._free_sampler(seq)
         seq.used_at = time.monotonic()
+        seq.reserved = seq.used_at + RESERVE_SECONDS if job.probes and not job.max_tokens else 0.0
+        seq.reserved_for = job.follows
         if job.keep_as is not None and error is None:
             with self._cv:
                 self._keep(seq, job.keep_as)

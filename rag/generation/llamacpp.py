@@ -281,23 +281,27 @@ class LlamaCppGenerator:
         self._prepare(request)
         return llm.create_chat_completion(messages=[m.model_dump() for m in request.messages], **options), _chat_text
 
-    def _job(self, request: GenerationRequest, **options) -> llama_batch.Job | None:
-        """The request as a job of the batch (None when not batched: a prompt put together from
-        passage states is read in the shared context, one at a time)."""
+    def _job(self, request: GenerationRequest, answer: GenerationRequest, **options) -> llama_batch.Job | None:
+        """`request` (`answer`'s own or its reading) as a job of the batch (None when not batched:
+        a prompt put together from passage states is read in the shared context, one at a time).
+        A reading's sequence is kept for its answer."""
         if self._batcher is None or request.passage_states:
             return None
         tokens = self._tokenize(self._format(request.messages), bos=True, special=True)
-        return self._batcher.submit(llama_batch.Job(tokens, prefix_state=request.prefix_state, **options))
+        key = hashlib.sha256(answer.model_dump_json(include={"messages", "prefix_state"}).encode()).hexdigest()
+        return self._batcher.submit(llama_batch.Job(tokens, prefix_state=request.prefix_state, follows=key, **options))
 
     def waiting(self) -> int | None:
         """Requests waiting for the batch (None: a new one starts at once, or answers are not batched)."""
         return self._batcher.waiting() if self._batcher is not None else None
 
-    def _first_token(self, request: GenerationRequest, token_ids: list[int]) -> list[float]:
-        """The probabilities of `token_ids` as the first token of the reply (one token generated)."""
+    def _first_token(self, request: GenerationRequest, token_ids: list[int],
+                     answer: GenerationRequest | None = None) -> list[float]:
+        """The probabilities of `token_ids` as the first token of the reply (one token generated;
+        `request` is `answer`'s reading, or itself)."""
         from llama_cpp import LogitsProcessorList
 
-        job = self._job(request, probes=token_ids)
+        job = self._job(request, answer or request, probes=token_ids)
         if job is not None:
             job.wait()
             assert job.probabilities is not None
@@ -321,13 +325,13 @@ class LlamaCppGenerator:
         """The model's share of "yes" when asked whether the passages of `request` (an answer
         request) state the answer: one short pass that reads only the yes/no line."""
         words = list(self._yes_no)
-        probabilities = self._first_token(judge_request(request), [self._yes_no[w] for w in words])
+        probabilities = self._first_token(judge_request(request), [self._yes_no[w] for w in words], request)
         return yes_share(zip(words, probabilities))
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         from llama_cpp import LogitsProcessorList
 
-        job = self._job(request, max_tokens=request.max_tokens, temperature=request.temperature, seed=SEED,
+        job = self._job(request, request, max_tokens=request.max_tokens, temperature=request.temperature, seed=SEED,
                         probes=[self._refusal_token])
         if job is not None:
             yield from self._batched(job)
