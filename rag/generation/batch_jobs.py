@@ -5,6 +5,7 @@ serves), and the StateReader that reads a corpus state as a job of the batch."""
 from __future__ import annotations
 
 import codecs
+import ctypes
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -102,6 +103,35 @@ class Slot:
         self.sampler = None
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
+    def clear(self, memory, keep: int = 0) -> None:
+        """Drop what it holds from position `keep` on (and its job)."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(memory, self.id, keep, -1)
+        self.tokens = self.tokens[:keep]
+        self.job = None
+        if keep == 0:
+            self.path = None
+        self.free_sampler()
+
+    def copy(self, memory, source: "Slot", keep: int) -> None:
+        """Hold the first `keep` positions of `source` (a sequence's store is its own, so it is
+        copied whole, then cut)."""
+        import llama_cpp
+
+        self.clear(memory)
+        if keep:
+            llama_cpp.llama_memory_seq_cp(memory, source.id, self.id, -1, -1)
+            llama_cpp.llama_memory_seq_rm(memory, self.id, keep, -1)
+            self.tokens = source.tokens[:keep]
+
+    def free_sampler(self) -> None:
+        if self.sampler is not None:
+            import llama_cpp
+
+            llama_cpp.llama_sampler_free(self.sampler)
+            self.sampler = None
+
 
 def common_start(a: Sequence[int], b: Sequence[int]) -> int:
     """The length of the longest common start of `a` and `b`."""
@@ -111,6 +141,26 @@ def common_start(a: Sequence[int], b: Sequence[int]) -> int:
     x, y = np.asarray(a[:n]), np.asarray(b[:n])
     differ = np.flatnonzero(x != y)
     return int(differ[0]) if differ.size else n
+
+
+def batch_context(model, *, sequences: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool, flag):
+    """A context of `model` with `sequences` sequences, each a key/value store of `n_ctx` cells
+    of its own (not one store for all: see rag.generation.llama_batch); a decode stops when
+    `flag` (a C string) is set."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    from rag.generation import llama_engine
+
+    params = llama_cpp.llama_context_default_params()
+    params.n_batch = params.n_ubatch = n_batch
+    params.n_threads = params.n_threads_batch = threads
+    params.n_seq_max, params.n_ctx, params.kv_unified = sequences, n_ctx * sequences, False
+    if not flash_attn:  # on, a batch's company changes an answer's rounding
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    context = _internals.LlamaContext(model=model, params=params, verbose=False)
+    llama_cpp.llama_set_abort_callback(context.ctx, llama_engine.abort_hook(), ctypes.cast(flag, ctypes.c_void_p))
+    return context
 
 
 def sampler(job: Job):

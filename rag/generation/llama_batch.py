@@ -1,10 +1,9 @@
 """Several answers at once from the local model: continuous batching over one llama.cpp context.
 
 On a CPU, writing one token for four answers costs little more than for one (the weights are read
-once per step either way), so answers are written together: one context of the shared model
-holds a sequence per answer over one key/value store, and every step decodes one batch with the
-next token of each answer being written and a slice of each prompt being read. An answer joins
-the batch at the next step (continuous batching) and leaves it when done, stopped or failed.
+once per step either way): each answer has a sequence of one context of the shared model, and a
+step decodes the next token of every answer being written in one batch, then a slice of each
+prompt being read. An answer joins at the next step and leaves when done, stopped or failed.
 
 - **Shared prefixes.** A saved state (the corpus) or a chat's fixed start is held once, in a
   sequence of its own (a base); an answer's sequence starts as a copy of the longest start it
@@ -19,10 +18,9 @@ the batch at the next step (continuous batching) and leaves it when done, stoppe
   job of the batch too: a slice of it is read at every step, a small one while answers are being
   written, so it finishes under any load.
 - **Bounded memory.** `slots` answers and BASES bases, each a store of the model's context: a
-  request waits for a free sequence (its `position` says where it stands), and one that can never
-  fit fails at once with a plain error.
-- **Failures stay local.** A batch that fails is decoded again job by job, and only the jobs that
-  fail alone are failed; a stopped job's cells are freed at the next step.
+  request waits for a free sequence (told its place), one that can never fit fails at once.
+- **Failures stay local.** A batch that fails is decoded again job by job; only the jobs that
+  fail alone fail. A stopped job's cells are freed at the next step.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ import numpy as np
 
 from rag import lifecycle
 from rag.errors import GeneratorError
-from rag.generation.batch_jobs import Job, Slot, StateReader, common_start, sampler
+from rag.generation.batch_jobs import Job, Slot, StateReader, batch_context, common_start, sampler
 
 __all__ = ["Batcher", "Job", "StateReader", "batcher"]
 
@@ -60,26 +58,14 @@ class Batcher:
 
     def __init__(self, llm, *, slots: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool) -> None:
         import llama_cpp
-        from llama_cpp import _internals
 
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
-        params.n_threads = params.n_threads_batch = threads
-        params.n_seq_max = slots + BASES
-        params.n_ctx = n_ctx * (slots + BASES)  # n_ctx each: a sequence's store is its own
-        params.kv_unified = False
-        if not flash_attn:  # on, a batch's company changes an answer's rounding (see above)
-            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._flag = ctypes.create_string_buffer(2)
         self._model = llm._model
-        self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self._ctx = batch_context(self._model, sequences=slots + BASES, n_ctx=n_ctx, n_batch=n_batch,
+                                  threads=threads, flash_attn=flash_attn, flag=self._flag)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.capacity, self.n_batch = n_ctx, n_batch
-        self._flag = ctypes.create_string_buffer(2)
-        from rag.generation import llama_engine
-
-        llama_cpp.llama_set_abort_callback(self._ctx.ctx, llama_engine.abort_hook(),
-                                           ctypes.cast(self._flag, ctypes.c_void_p))
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [Slot(i) for i in range(slots)]
         self._bases = [Slot(slots + i) for i in range(BASES)]
@@ -130,7 +116,7 @@ class Batcher:
             import llama_cpp
 
             for seq in self._slots:
-                self._free_sampler(seq)
+                seq.free_sampler()
             llama_cpp.llama_batch_free(self._batch)
             self._ctx.close()
 
@@ -176,40 +162,11 @@ class Batcher:
         for seq in self._slots:
             if seq.job is not None and seq.job.stopped.is_set():
                 job = seq.job
-                self._clear(seq)
+                seq.clear(self._ctx.memory)
                 job._finish()
         self._number_waiting()
 
     # -- sequences ------------------------------------------------------------------------------
-    def _clear(self, seq: Slot, keep: int = 0) -> None:
-        """Drop what `seq` holds from position `keep` on (and its job)."""
-        import llama_cpp
-
-        llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.id, keep, -1)
-        seq.tokens = seq.tokens[:keep]
-        seq.job = None
-        if keep == 0:
-            seq.path = None
-        self._free_sampler(seq)
-
-    def _copy(self, source: Slot, seq: Slot, keep: int) -> None:
-        """Make `seq` hold the first `keep` positions of `source` (a sequence's store is its own,
-        so it is copied whole, then cut)."""
-        import llama_cpp
-
-        self._clear(seq)
-        if keep:
-            llama_cpp.llama_memory_seq_cp(self._ctx.memory, source.id, seq.id, -1, -1)
-            llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.id, keep, -1)
-            seq.tokens = source.tokens[:keep]
-
-    def _free_sampler(self, seq: Slot) -> None:
-        if seq.sampler is not None:
-            import llama_cpp
-
-            llama_cpp.llama_sampler_free(seq.sampler)
-            seq.sampler = None
-
     def _base_for(self, path: str) -> Slot | None:
         """The base holding the saved state at `path`, loaded now when missing (None: unreadable)."""
         import llama_cpp
@@ -217,12 +174,12 @@ class Batcher:
         base = next((b for b in self._bases if b.path == path), None)
         if base is None:
             base = min(self._bases, key=lambda b: b.used_at)
-            self._clear(base)
+            base.clear(self._ctx.memory)
             array = (llama_cpp.llama_token * self.capacity)()
             count = ctypes.c_size_t(0)
             if llama_cpp.llama_state_seq_load_file(self._ctx.ctx, path.encode(), base.id, array, self.capacity,
                                                      ctypes.byref(count)) == 0:
-                self._clear(base)
+                base.clear(self._ctx.memory)
                 log.warning("cannot load the saved model state %s; answers read the prompt whole", Path(path).name)
                 return None
             base.tokens, base.path = list(array[: count.value]), path
@@ -252,10 +209,10 @@ class Batcher:
             shared = min(common_start(source.tokens, job.tokens), len(job.tokens) - 1)  # the last token read again
             if source in free:
                 seq = source
-                self._clear(seq, keep=shared)
+                seq.clear(self._ctx.memory, shared)
             else:
                 seq = min(free, key=lambda s: s.used_at)
-                self._copy(source, seq, shared)
+                seq.copy(self._ctx.memory, source, shared)
                 source.used_at = time.monotonic()
             seq.job, seq.read, seq.written, seq.next_token, seq.reserved = job, shared, 0, None, 0.0
             seq.decoder.reset()
@@ -336,7 +293,7 @@ class Batcher:
         job = seq.job
         why = "stopped: the model is closing" if code == 2 else f"the local model could not read its batch (code {code})"
         with self._cv:
-            self._clear(seq)
+            seq.clear(self._ctx.memory)
         if job is not None:
             job._finish(GeneratorError(why))
 
@@ -396,7 +353,7 @@ class Batcher:
             if llama_cpp.llama_state_seq_save_file(self._ctx.ctx, str(job.save_to).encode(), seq.id, array,
                                                    len(seq.tokens)) == 0:
                 error = GeneratorError(f"cannot save the model state to {job.save_to}")
-        self._free_sampler(seq)
+        seq.free_sampler()
         seq.used_at = time.monotonic()
         seq.reserved = seq.used_at + RESERVE_SECONDS if job.probes and not job.max_tokens else 0.0
         seq.reserved_for = job.follows
@@ -408,15 +365,15 @@ class Batcher:
     def _keep(self, seq: Slot, name: str) -> None:
         """Make what `seq` holds a base named `name` (in place of the least recently used base)."""
         base = next((b for b in self._bases if b.path == name), min(self._bases, key=lambda b: b.used_at))
-        self._copy(seq, base, len(seq.tokens))
+        base.copy(self._ctx.memory, seq, len(seq.tokens))
         base.path, base.used_at = name, time.monotonic()
-        self._clear(seq)
+        seq.clear(self._ctx.memory)
 
     def forget(self) -> None:
         """Drop what idle sequences and bases hold (the next requests read from the start)."""
         with self._cv:
             for seq in [*(s for s in self._slots if s.job is None), *self._bases]:
-                self._clear(seq)
+                seq.clear(self._ctx.memory)
 
     def preload(self, path: str) -> None:
         """Load the saved state at `path` as a base now, ahead of the first request naming it."""

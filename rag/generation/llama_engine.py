@@ -17,12 +17,9 @@ The one module that touches llama-cpp-python's process-wide switches and private
 - **Private fields.** Saving and restoring a prefix's key/value state needs the context pointer
   and the token list the high-level `Llama` keeps to itself; `Engine` is the one class that
   reaches them.
-- **Sequences.** A context holds a few sequences over one shared key/value store: 0 is what the
-  model answers from; 1 carries a saved passage's state in (and out); 2 re-reads one token in the
-  middle of 0. So a prompt can be put together from states read at other times, each moved to
-  its place (`append_state`, `replace_token`).
-- **Answers first.** Reading in the background waits while a shared model answers
-  (`read(background=True)`, rag.generation.llama_priority).
+- **Sequences.** A context holds a few sequences over one key/value store: 0 answers, 1 carries a
+  saved passage's state in and out, 2 re-reads one token inside 0 (`append_state`, `replace_token`).
+- **Answers first.** A background read waits while a shared model answers (llama_priority).
 """
 
 from __future__ import annotations
@@ -96,9 +93,8 @@ def _install() -> None:
 
 
 def abort_hook():
-    """The C function a context reads its abort flag with (see the module's docstring)."""
-    _install()
-    return _hooks["abort"]
+    """The C function a context reads its abort flag with (see above)."""
+    return _install() or _hooks["abort"]
 
 
 def load(path: Path, *, n_ctx: int, n_threads: int, n_batch: int, flash_attn: bool,
