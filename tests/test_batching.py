@@ -156,6 +156,8 @@ def test_the_corpus_state_is_read_in_the_batch_saved_and_answers_as_reading_whol
     alone = gen.private_copy_alone()  # one sequence, reading the whole prompt
     try:
         whole = "".join(alone.stream(request.model_copy(update={"prefix_state": None})))
+        # a state saved by a batch loads only into a batch as wide: one at a time looks elsewhere
+        assert state_path(rag.settings.index_dir, rag.handle.build, alone.fingerprint) != path
     finally:
         alone.close()
     assert from_state == whole and from_state.strip()

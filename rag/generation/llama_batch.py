@@ -65,7 +65,7 @@ class Batcher:
                                   threads=threads, flash_attn=flash_attn, flag=self._flag)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self.capacity, self.n_batch = n_ctx, n_batch
+        self.capacity, self.n_batch, self.sequences = n_ctx, n_batch, slots + BASES
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [Slot(i) for i in range(slots)]
         self._bases = [Slot(slots + i) for i in range(BASES)]

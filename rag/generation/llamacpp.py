@@ -133,8 +133,11 @@ class LlamaCppGenerator:
 
     @property
     def fingerprint(self) -> str:
+        """The model's identity, and the layout of the context its saved states load into (a
+        state saved by a batch of N sequences loads only into one of N)."""
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model_path)
+            layout = f"x{self._batcher.sequences}" if self._batcher is not None else ""
+            self._fingerprint = model_fingerprint(self.model_path) + layout
         return self._fingerprint
 
     # -- reading once ----------------------------------------------------------------------------
