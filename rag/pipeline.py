@@ -24,13 +24,14 @@ from rag.backends import Backends
 from rag.config import Settings, load_settings
 from rag.conversation import check_question, condense
 from rag.errors import RagError
+from rag import generation
 from rag.generation import abilities
 from rag.generation.base import Generator, Reader
 from rag.index_handle import IndexHandle, index_status
 from rag.planning import ContextPlan, ContextPlanner
 from rag.retrieval import Retriever
 from rag.selection import select
-from rag.streaming import AnswerStream, waiting_note
+from rag.streaming import AnswerStream, Turns, waiting_note
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Note, Selection, Timings
 from rag.verification import verify
 
@@ -58,7 +59,9 @@ class Rag:
         self._settings = settings or load_settings()
         self.backends = Backends(self.settings, embedder)
         # Answers generated at once (RAG_MAX_CONCURRENT), whoever asks: the page, the API, Python.
-        self._slots = threading.BoundedSemaphore(self.settings.max_concurrent)
+        # Answers worked on at once: RAG_MAX_CONCURRENT by a backend that serves several (an API),
+        # RAG_LLM_PARALLEL by one in this process (the local model, writing them in one batch).
+        self._turns = {True: Turns(self.settings.max_concurrent), False: Turns(self.settings.llm_parallel)}
         self.handle = IndexHandle(self.settings, lambda: self.embedder)
         self.planner = ContextPlanner(self.settings, self.handle, lambda: self.embedder)
 
@@ -207,24 +210,32 @@ class _Run:
         return self.verdict is not None and not self.verdict.answerable
 
     def pieces(self) -> Iterator[str]:
-        with self.rag._slots:
-            if self.reader is not None:
-                reader, draft = self.reader, self.draft
-                if (ahead := abilities.waiting(reader)) is not None:
-                    yield Note(waiting_note(ahead))
-                asked = self.plan.request if reader is self.primary else self.rag.request_for(
-                    draft.standalone, draft.hits, reader, self.selection)  # type: ignore[arg-type]
-                self.verdict = verdict(draft.standalone, draft.hits, self.selection, self.rag.settings,
-                                       lambda: reader.judge(asked))
-            if self.verdict is not None and self.refused:
-                self.first_token = time.perf_counter()
-                yield self.verdict.said
-                return
-            log.info("%s: %s", self.primary.name, self.plan.status)
-            for piece in self.generation.outer.stream(self.plan.request):
-                if not isinstance(piece, Note):
-                    self.first_token = self.first_token or time.perf_counter()
-                yield piece
+        turns = self.rag._turns[generation.parallel(self.primary.name)]
+        for ahead in turns.wait():  # more answers than are worked on at once: told its place
+            yield Note(waiting_note(ahead))
+        try:
+            yield from self._answer()
+        finally:
+            turns.leave()
+
+    def _answer(self) -> Iterator[str]:
+        if self.reader is not None:
+            reader, draft = self.reader, self.draft
+            if (ahead := abilities.waiting(reader)) is not None:
+                yield Note(waiting_note(ahead))
+            asked = self.plan.request if reader is self.primary else self.rag.request_for(
+                draft.standalone, draft.hits, reader, self.selection)  # type: ignore[arg-type]
+            self.verdict = verdict(draft.standalone, draft.hits, self.selection, self.rag.settings,
+                                   lambda: reader.judge(asked))
+        if self.verdict is not None and self.refused:
+            self.first_token = time.perf_counter()
+            yield self.verdict.said
+            return
+        log.info("%s: %s", self.primary.name, self.plan.status)
+        for piece in self.generation.outer.stream(self.plan.request):
+            if not isinstance(piece, Note):
+                self.first_token = self.first_token or time.perf_counter()
+            yield piece
 
     def finish(self, raw: str, error: RagError | None) -> Answer:
         notes = _why(self.verdict) if self.verdict is not None and self.refused else self.generation.notes

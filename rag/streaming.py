@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Callable
 
@@ -59,3 +60,45 @@ def waiting_note(ahead: int) -> str:
     if not ahead:
         return "Waiting for the model: yours is next"
     return f"Waiting for the model: {ahead} question{'s' if ahead != 1 else ''} ahead of yours"
+
+
+class Turns:
+    """Answers worked on at once (`size`); the others wait in order of arrival, told their place."""
+
+    def __init__(self, size: int) -> None:
+        self._cv = threading.Condition()
+        self._size = size
+        self._running = 0
+        self._queue: list[object] = []
+
+    def wait(self, every: float = 0.5) -> Iterator[int]:
+        """Wait for a turn, yielding how many wait ahead every `every` seconds meanwhile (nothing
+        when there is room at once); `leave()` after. Closing it early gives the place up."""
+        ticket = object()
+        granted = False
+        with self._cv:
+            self._queue.append(ticket)
+        try:
+            while True:
+                with self._cv:
+                    if self._queue[0] is ticket and self._running < self._size:
+                        self._queue.pop(0)
+                        self._running += 1
+                        granted = True
+                        self._cv.notify_all()
+                        return
+                    self._cv.wait(every)
+                    ahead = self._queue.index(ticket)
+                    ready = ahead == 0 and self._running < self._size
+                if not ready:
+                    yield ahead
+        finally:
+            if not granted:
+                with self._cv:
+                    self._queue.remove(ticket)
+                    self._cv.notify_all()
+
+    def leave(self) -> None:
+        with self._cv:
+            self._running -= 1
+            self._cv.notify_all()

@@ -318,3 +318,42 @@ def test_client_empty_question_is_a_400(client):
     assert "empty" in bad.value.body["message"]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QWEN_QUESTION}])
+
+
+def test_a_stream_waiting_for_its_turn_says_its_place_in_comment_lines(make_client):
+    import threading
+    import time as clock
+
+    from fakes import ScriptedGenerator, register_scripted, unregister
+
+    generating, release = threading.Event(), threading.Event()
+
+    class Held(ScriptedGenerator):
+        def stream(self, request):
+            generating.set()
+            release.wait(30)
+            yield "Katla last erupted in 1918 [1]."
+
+    register_scripted(Held(), "held")
+    try:
+        client = make_client(generator="held", max_concurrent=1)
+        responses: dict[str, object] = {}
+
+        def post(name: str) -> None:
+            responses[name] = client.post("/v1/chat/completions", json=_chat(KATLA, stream=True))
+
+        first = threading.Thread(target=post, args=("first",))
+        first.start()
+        assert generating.wait(30)
+        second = threading.Thread(target=post, args=("second",))
+        second.start()
+        clock.sleep(1.5)  # the second waits meanwhile (told its place every 0.5 s)
+        release.set()
+        first.join(30)
+        second.join(30)
+    finally:
+        unregister("held")
+    waiting = [line for line in responses["second"].text.split("\n") if line.startswith(": ")]
+    assert waiting and waiting[0] == ": Waiting for the model: yours is next"
+    assert not any(line.startswith(": ") for line in responses["first"].text.split("\n"))
+    assert _events(responses["second"])[-1] == "[DONE]"

@@ -176,3 +176,26 @@ def test_stopping_before_the_server_started_says_so(rag):
     shown_stop = dict(zip(STOP_OUTPUTS, ChatHandlers(rag).stop(sent_by_the_page(HEKLA), [])))
     assert "Stopped before an answer arrived." in message_text(shown_stop["chat"][-1])
     assert shown_stop["turns"] == []
+
+
+def test_a_question_waiting_for_its_turn_shows_its_place_then_the_answer(rag, scripted, monkeypatch):
+    from rag.types import Note
+
+    monkeypatch.setattr(ui_handlers, "STREAM_FRAME_SECONDS", 0.0)
+
+    class Queued(ScriptedGenerator):
+        def stream(self, request):
+            yield Note("Waiting for the model: 2 questions ahead of yours")
+            yield Note("Waiting for the model: yours is next")
+            yield from super().stream(request)
+
+    register_scripted(Queued(default="Katla erupted in 1918 [1]."), "queued")
+    try:
+        out = [shown(v) for v in ChatHandlers(rag).respond(KATLA, sent_by_the_page(KATLA), [], "queued", 3)]
+    finally:
+        unregister("queued")
+    waits = [text for text in out if "Waiting for the model" in text]
+    assert "2 questions ahead of yours" in waits[0] and "yours is next" in waits[-1]
+    later = out[out.index(waits[-1]) + 1:]
+    assert later and all("Waiting" not in text for text in later)
+    assert "rag-final" in out[-1] and "1918" in out[-1]

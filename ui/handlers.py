@@ -71,13 +71,14 @@ class ChatHandlers:
         self.saved = saved or SavedConversations(rag)
 
     def concurrent_answers(self) -> int:
-        """How many answers the page works on at once: one for a local model (which reads one
-        prompt at a time; Gradio's queue shows the others their place), else RAG_MAX_CONCURRENT."""
+        """How many answers the page works on at once: as many as a local model writes at once
+        (RAG_LLM_PARALLEL; Gradio's queue shows the others their place), else RAG_MAX_CONCURRENT."""
         try:
             resolved = resolve_generator(self.rag.settings.generator, self.rag.settings)
         except RagError:
             return 1
-        return self.rag.settings.max_concurrent if generator_is_parallel(resolved) else 1
+        settings = self.rag.settings
+        return settings.max_concurrent if generator_is_parallel(resolved) else settings.llm_parallel
 
     # -- asking --------------------------------------------------------------------------------
     def ask_api(self, question: str, generator: str = "", top_k: int = 0, mode: str = "") -> dict:

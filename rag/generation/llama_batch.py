@@ -69,6 +69,7 @@ class Batcher:
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots = [Slot(i) for i in range(slots)]
         self._bases = [Slot(slots + i) for i in range(BASES)]
+        self._all = [*self._slots, *self._bases]
         self._waiting: list[Job] = []
         self._loads: list[str] = []
         self._cv = threading.Condition()
@@ -115,7 +116,7 @@ class Batcher:
             self.closed = True
             import llama_cpp
 
-            for seq in self._slots:
+            for seq in self._all:
                 seq.free_sampler()
             llama_cpp.llama_batch_free(self._batch)
             self._ctx.close()
@@ -128,7 +129,7 @@ class Batcher:
         try:
             while True:
                 with self._cv:
-                    while not (self._closing or self._waiting or self._loads or any(s.job for s in self._slots)):
+                    while not (self._closing or self._waiting or self._loads or any(s.job for s in self._all)):
                         self._cv.wait()
                     if self._closing:
                         break
@@ -146,7 +147,7 @@ class Batcher:
     def _fail_everything(self, error: GeneratorError) -> None:
         with self._cv:
             self._closing = True
-            jobs = [*self._waiting, *(s.job for s in self._slots if s.job)]
+            jobs = [*self._waiting, *(s.job for s in self._all if s.job)]
             self._waiting.clear()
         for job in jobs:
             job._finish(error)
@@ -159,7 +160,7 @@ class Batcher:
         for job in [j for j in self._waiting if j.stopped.is_set()]:
             self._waiting.remove(job)
             job._finish()
-        for seq in self._slots:
+        for seq in self._all:
             if seq.job is not None and seq.job.stopped.is_set():
                 job = seq.job
                 seq.clear(self._ctx.memory)
@@ -172,8 +173,11 @@ class Batcher:
         import llama_cpp
 
         base = next((b for b in self._bases if b.path == path), None)
+        idle = [b for b in self._bases if b.job is None]
+        if base is None and not idle:
+            return None
         if base is None:
-            base = min(self._bases, key=lambda b: b.used_at)
+            base = min(idle, key=lambda b: b.used_at)
             base.clear(self._ctx.memory)
             array = (llama_cpp.llama_token * self.capacity)()
             count = ctypes.c_size_t(0)
@@ -193,7 +197,10 @@ class Batcher:
         follows = {id(j): s for j in self._waiting for s in self._slots
                    if s.job is None and s.reserved > now and j.follows is not None and s.reserved_for == j.follows}
         for job in sorted(self._waiting, key=lambda j: (id(j) not in follows, j.background)):
-            free = [s for s in self._slots if s.job is None and (s.reserved <= now or s is follows.get(id(job)))]
+            if job.background:  # read into a base (it becomes one): never waits for answers to end
+                free = sorted((b for b in self._bases if b.job is None), key=lambda b: b.used_at)[:1]
+            else:
+                free = [s for s in self._slots if s.job is None and (s.reserved <= now or s is follows.get(id(job)))]
             if not free:
                 continue  # a follower after it may still have its kept sequence
             self._waiting.remove(job)
@@ -225,7 +232,7 @@ class Batcher:
     def _plan(self) -> list[tuple[Slot, list[int], bool]]:
         """What each job reads this step: (sequence, tokens, whether its last one needs logits)."""
         with self._cv:
-            running = [s for s in self._slots if s.job is not None]
+            running = [s for s in self._all if s.job is not None]
         writing = [s for s in running if s.next_token is not None]
         reading = [s for s in running if s.next_token is None and s.read < len(s.job.tokens)]
         ahead = [s for s in reading if not s.job.background]
@@ -359,12 +366,20 @@ class Batcher:
         seq.reserved_for = job.follows
         if job.keep_as is not None and error is None:
             with self._cv:
-                self._keep(seq, job.keep_as)
+                if seq in self._bases:  # read in place (a background read)
+                    for other in self._bases:
+                        other.path = None if other.path == job.keep_as else other.path
+                    seq.path = job.keep_as
+                else:
+                    self._keep(seq, job.keep_as)
         job._finish(error)
 
     def _keep(self, seq: Slot, name: str) -> None:
         """Make what `seq` holds a base named `name` (in place of the least recently used base)."""
-        base = next((b for b in self._bases if b.path == name), min(self._bases, key=lambda b: b.used_at))
+        idle = [b for b in self._bases if b.job is None]
+        if not idle:
+            return
+        base = next((b for b in idle if b.path == name), min(idle, key=lambda b: b.used_at))
         base.copy(self._ctx.memory, seq, len(seq.tokens))
         base.path, base.used_at = name, time.monotonic()
         seq.clear(self._ctx.memory)
@@ -372,7 +387,7 @@ class Batcher:
     def forget(self) -> None:
         """Drop what idle sequences and bases hold (the next requests read from the start)."""
         with self._cv:
-            for seq in [*(s for s in self._slots if s.job is None), *self._bases]:
+            for seq in [s for s in self._all if s.job is None]:
                 seq.clear(self._ctx.memory)
 
     def preload(self, path: str) -> None:
