@@ -18,6 +18,7 @@ from rag.generation import abilities
 from rag.generation.base import Generator, Reader
 from rag.generation.deadline import DeadlineGenerator
 from rag.generation.fallback import FallbackGenerator
+from rag.streaming import Turns
 
 
 class Backends:
@@ -28,6 +29,9 @@ class Backends:
         self._embedder = embedder
         self._generators: dict[str, Generator] = {}
         self._lock = threading.RLock()
+        # Answers worked on at once: RAG_MAX_CONCURRENT by a backend that serves several (an API),
+        # RAG_LLM_PARALLEL by one in this process (the local model, writing them in one batch).
+        self._turns = {True: Turns(settings.max_concurrent), False: Turns(settings.llm_parallel)}
         lifecycle.track(self)
 
     @property
@@ -76,6 +80,14 @@ class Backends:
             except RagError:
                 return None  # no local model installed: the features decide
         return abilities.reader(primary, cheap_only=how == "auto")
+
+    def turns(self, primary: Generator) -> Turns:
+        """The queue answers by `primary` wait in, in order, told their place."""
+        return self._turns[generation.parallel(primary.name)]
+
+    def waiting(self, gen: object) -> int | None:
+        """How many requests wait for `gen` itself (a local model's batch), when one more would."""
+        return abilities.waiting(gen)
 
     def bounded(self, primary: Generator, deadline: float) -> "Bounded":
         """`primary` stopped at `deadline`, with the fallback backend behind it."""

@@ -24,14 +24,12 @@ from rag.backends import Backends
 from rag.config import Settings, load_settings
 from rag.conversation import check_question, condense
 from rag.errors import RagError
-from rag import generation
-from rag.generation import abilities
 from rag.generation.base import Generator, Reader
 from rag.index_handle import IndexHandle, index_status
 from rag.planning import ContextPlan, ContextPlanner
 from rag.retrieval import Retriever
 from rag.selection import select
-from rag.streaming import AnswerStream, Turns, waiting_note
+from rag.streaming import AnswerStream, waiting_note
 from rag.types import Answer, Draft, GenerationRequest, Hit, IndexReport, IndexStatus, Note, Selection, Timings
 from rag.verification import verify
 
@@ -59,9 +57,6 @@ class Rag:
         self._settings = settings or load_settings()
         self.backends = Backends(self.settings, embedder)
         # Answers generated at once (RAG_MAX_CONCURRENT), whoever asks: the page, the API, Python.
-        # Answers worked on at once: RAG_MAX_CONCURRENT by a backend that serves several (an API),
-        # RAG_LLM_PARALLEL by one in this process (the local model, writing them in one batch).
-        self._turns = {True: Turns(self.settings.max_concurrent), False: Turns(self.settings.llm_parallel)}
         self.handle = IndexHandle(self.settings, lambda: self.embedder)
         self.planner = ContextPlanner(self.settings, self.handle, lambda: self.embedder)
 
@@ -210,7 +205,7 @@ class _Run:
         return self.verdict is not None and not self.verdict.answerable
 
     def pieces(self) -> Iterator[str]:
-        turns = self.rag._turns[generation.parallel(self.primary.name)]
+        turns = self.rag.backends.turns(self.primary)
         for ahead in turns.wait():  # more answers than are worked on at once: told its place
             yield Note(waiting_note(ahead))
         try:
@@ -221,7 +216,7 @@ class _Run:
     def _answer(self) -> Iterator[str]:
         if self.reader is not None:
             reader, draft = self.reader, self.draft
-            if (ahead := abilities.waiting(reader)) is not None:
+            if (ahead := self.rag.backends.waiting(reader)) is not None:
                 yield Note(waiting_note(ahead))
             asked = self.plan.request if reader is self.primary else self.rag.request_for(
                 draft.standalone, draft.hits, reader, self.selection)  # type: ignore[arg-type]

@@ -125,6 +125,28 @@ class Slot:
             llama_cpp.llama_memory_seq_rm(memory, self.id, keep, -1)
             self.tokens = source.tokens[:keep]
 
+    def load(self, context, path: str, capacity: int) -> bool:
+        """Hold the state saved at `path` (False, holding nothing, when it cannot be loaded)."""
+        import llama_cpp
+
+        self.clear(context.memory)
+        array = (llama_cpp.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        if llama_cpp.llama_state_seq_load_file(context.ctx, path.encode(), self.id, array, capacity,
+                                                 ctypes.byref(count)) == 0:
+            self.clear(context.memory)
+            return False
+        self.tokens, self.path = list(array[: count.value]), path
+        return True
+
+    def save(self, context, path: Path) -> bool:
+        """Save what it holds to `path`."""
+        import llama_cpp
+
+        array = (llama_cpp.llama_token * len(self.tokens))(*self.tokens)
+        return llama_cpp.llama_state_seq_save_file(context.ctx, str(path).encode(), self.id, array,
+                                                   len(self.tokens)) != 0
+
     def free_sampler(self) -> None:
         if self.sampler is not None:
             import llama_cpp

@@ -1,22 +1,17 @@
 """Several answers at once from the local model: continuous batching over one llama.cpp context.
 
 On a CPU, writing one token for four answers costs little more than for one (the weights are read
-once per step either way): each answer has a sequence of one context of the shared model, and a
-step decodes the next token of every answer being written in one batch, then a slice of each
-prompt being read. An answer joins at the next step and leaves when done, stopped or failed.
+once per step either way): each answer has a sequence of one context of the shared model; a step
+decodes the next token of every answer being written in one batch, then a slice of each prompt.
 
-- **Shared prefixes.** A saved state (the corpus) or a chat's fixed start is held once, in a
-  sequence of its own (a base); an answer's sequence starts as a copy of the longest start it
-  shares with a base or with what a free sequence held before (the reading pass, then the answer),
-  and reads only the rest.
-- **The same answer as alone.** Each sequence has a key/value store of its own (not one store
-  shared by all), laid out as if it were alone, and its prompt is read in the same slices alone
-  or not: llama.cpp then computes each of its tokens the same whatever else is in the batch, so an
-  answer written with others is the answer written alone (flash attention, when turned on,
-  rounds by its company).
-- **Reads that cannot starve.** A state read in the background (the corpus, after a build) is a
-  job of the batch too: a slice of it is read at every step, a small one while answers are being
-  written, so it finishes under any load.
+- **Shared prefixes.** A saved state (the corpus) or a chat's fixed start is held in a sequence of
+  its own (a base); an answer starts as a copy of the longest start it shares with a base or a
+  free sequence (its reading pass, kept for it), and reads only the rest.
+- **The same answer as alone.** Each sequence has a key/value store of its own, laid out as if it
+  were alone, and its prompt is read in the same slices alone or not: llama.cpp then computes its
+  tokens the same whatever else is in the batch (flash attention, when on, rounds by company).
+- **Reads that cannot starve.** A state read in the background (the corpus, after a build) runs in
+  a base and gets BACKGROUND_SHARE of the model's time while answers are worked on.
 - **Bounded memory.** `slots` answers and BASES bases, each a store of the model's context: a
   request waits for a free sequence (told its place), one that can never fit fails at once.
 - **Failures stay local.** A batch that fails is decoded again job by job; only the jobs that
@@ -43,13 +38,12 @@ log = logging.getLogger("rag.llama")
 
 # Bases: sequences holding a shared start (a saved corpus state, a chat's fixed start).
 BASES = 2
-# Prompt tokens a job reads per step, alone or not (so other answers' words keep coming, and an
-# answer's rounding does not depend on its company), and a background read's share of a step
-# while answers are being read or written.
+# Prompt tokens a job reads per step, alone or not (other answers' words keep coming, and its
+# rounding does not depend on its company); a background read's slice while answers are worked on.
 PREFILL_STEP = 128
 BACKGROUND_STEP = 32
-# A reading's sequence (is the question answered?) is kept this long for its answer, which reads
-# only its last line after it: another request does not take it meanwhile.
+BACKGROUND_SHARE = 0.2  # of the model's time while answers are worked on: they come first
+# A reading's sequence is kept this long for its answer (which reads only its last line after it).
 RESERVE_SECONDS = 3.0
 
 
@@ -76,6 +70,8 @@ class Batcher:
         self._closing = False
         self.closed = False
         self.steps = self.widest = 0  # steps decoded; the most jobs one step served
+        self._shared_time = [0.0, 0.0]  # seconds decoding answers, and a background read, while both wait
+        self._contended = False
         lifecycle.track(self)
         lifecycle.on_stop(self._abort)
         self._thread = lifecycle.start_worker(self._run, name="rag-batch")
@@ -170,23 +166,15 @@ class Batcher:
     # -- sequences ------------------------------------------------------------------------------
     def _base_for(self, path: str) -> Slot | None:
         """The base holding the saved state at `path`, loaded now when missing (None: unreadable)."""
-        import llama_cpp
-
         base = next((b for b in self._bases if b.path == path), None)
         idle = [b for b in self._bases if b.job is None]
         if base is None and not idle:
             return None
         if base is None:
             base = min(idle, key=lambda b: b.used_at)
-            base.clear(self._ctx.memory)
-            array = (llama_cpp.llama_token * self.capacity)()
-            count = ctypes.c_size_t(0)
-            if llama_cpp.llama_state_seq_load_file(self._ctx.ctx, path.encode(), base.id, array, self.capacity,
-                                                     ctypes.byref(count)) == 0:
-                base.clear(self._ctx.memory)
+            if not base.load(self._ctx, path, self.capacity):
                 log.warning("cannot load the saved model state %s; answers read the prompt whole", Path(path).name)
                 return None
-            base.tokens, base.path = list(array[: count.value]), path
         base.used_at = time.monotonic()
         return base
 
@@ -238,11 +226,14 @@ class Batcher:
         ahead = [s for s in reading if not s.job.background]
         room = self.n_batch - len(writing)
         plan = [(s, [s.next_token], True) for s in writing]
-        for seq in [*ahead, *(s for s in reading if s.job.background)]:
+        busy = bool(writing or ahead)
+        self._contended = busy and any(s.job.background for s in reading)
+        behind = self._shared_time[1] > BACKGROUND_SHARE * sum(self._shared_time)
+        for seq in [*ahead, *(s for s in reading if s.job.background and not (busy and behind))]:
             if room <= 0:
                 break
             job = seq.job
-            share = (BACKGROUND_STEP if writing or ahead else room) if job.background else PREFILL_STEP
+            share = (BACKGROUND_STEP if busy else room) if job.background else PREFILL_STEP
             take = job.tokens[seq.read: seq.read + min(share, room)]
             last = seq.read + len(take) == len(job.tokens)
             plan.append((seq, take, last and bool(job.probes or job.max_tokens)))
@@ -276,7 +267,10 @@ class Batcher:
         self.widest = max(self.widest, len(plan))
         writing = [part for part in plan if part[0].next_token is not None]
         for group in ([writing] if writing else []) + [[part] for part in plan if part[0].next_token is None]:
+            started = time.perf_counter()
             code = self._decode(group)
+            if self._contended:
+                self._shared_time[group[0][0].job.background] += time.perf_counter() - started
             if code == 0:
                 self._after(group)
                 continue
@@ -350,36 +344,30 @@ class Batcher:
 
     def _done(self, seq: Slot) -> None:
         """The job of `seq` is complete: its state saved and kept as a base when asked."""
-        import llama_cpp
-
         job = seq.job
         assert job is not None
         error = None
-        if job.save_to is not None:
-            array = (llama_cpp.llama_token * len(seq.tokens))(*seq.tokens)
-            if llama_cpp.llama_state_seq_save_file(self._ctx.ctx, str(job.save_to).encode(), seq.id, array,
-                                                   len(seq.tokens)) == 0:
-                error = GeneratorError(f"cannot save the model state to {job.save_to}")
+        if job.save_to is not None and not seq.save(self._ctx, job.save_to):
+            error = GeneratorError(f"cannot save the model state to {job.save_to}")
         seq.free_sampler()
         seq.used_at = time.monotonic()
         seq.reserved = seq.used_at + RESERVE_SECONDS if job.probes and not job.max_tokens else 0.0
         seq.reserved_for = job.follows
         if job.keep_as is not None and error is None:
             with self._cv:
-                if seq in self._bases:  # read in place (a background read)
-                    for other in self._bases:
-                        other.path = None if other.path == job.keep_as else other.path
-                    seq.path = job.keep_as
-                else:
-                    self._keep(seq, job.keep_as)
+                self._keep(seq, job.keep_as)
         job._finish(error)
 
     def _keep(self, seq: Slot, name: str) -> None:
-        """Make what `seq` holds a base named `name` (in place of the least recently used base)."""
-        idle = [b for b in self._bases if b.job is None]
-        if not idle:
+        """Make what `seq` holds a base named `name`: in place when read into a base (a background
+        read), else copied in place of the least recently used idle base."""
+        idle = [b for b in self._bases if b.job is None and b is not seq]
+        for other in idle:
+            other.path = None if other.path == name else other.path
+        if seq in self._bases or not idle:
+            seq.path = name if seq in self._bases else seq.path
             return
-        base = next((b for b in idle if b.path == name), min(idle, key=lambda b: b.used_at))
+        base = min(idle, key=lambda b: b.used_at)
         base.copy(self._ctx.memory, seq, len(seq.tokens))
         base.path, base.used_at = name, time.monotonic()
         seq.clear(self._ctx.memory)
