@@ -119,8 +119,18 @@ def test_a_request_waits_for_a_free_sequence_and_is_told_its_place(gen):
         job.wait()
 
 
-def test_a_read_in_the_background_goes_on_while_answers_are_worked_on(gen):
+def test_a_read_in_the_background_waits_for_answers_then_takes_its_share(gen, monkeypatch):
+    from rag.generation import llama_batch
+
     batch = gen._batcher
+    batch.forget()
+    long = gen._tokenize("The Rhine flows north through Basel and Cologne. " * 90, bos=True)
+    short = batch.submit(Job([*long, 13], probes=[13]))
+    reading = batch.submit(Job(gen._prefix_tokens("Another system prompt. " * 20), background=True))
+    reading.wait()
+    assert short.done.is_set()  # a short spell of answers: the read waited for it
+
+    monkeypatch.setattr(llama_batch, "PATIENCE", 0.0)  # as if answers had kept the model busy for long
     batch.forget()
     long = gen._tokenize("The Rhine flows north through Basel and Cologne. " * 90, bos=True)  # ~900 tokens each
     busy = [batch.submit(Job([*long, t], probes=[t])) for t in (11, 12)]  # answers' long readings

@@ -36,13 +36,14 @@ __all__ = ["Batcher", "Job", "StateReader", "batcher"]
 
 log = logging.getLogger("rag.llama")
 
-# Bases: sequences holding a shared start (a saved corpus state, a chat's fixed start).
-BASES = 2
+BASES = 2  # sequences holding a shared start (a saved corpus state, a chat's fixed start)
 # Prompt tokens a job reads per step, alone or not (other answers' words keep coming, and its
 # rounding does not depend on its company); a background read's slice while answers are worked on.
 PREFILL_STEP = 128
 BACKGROUND_STEP = 32
-BACKGROUND_SHARE = 0.2  # of the model's time while answers are worked on: they come first
+# A background read waits while answers are worked on, unless they have kept the model busy for
+# PATIENCE seconds on end: then it gets BACKGROUND_SHARE of the model's time (it ends under any load).
+BACKGROUND_SHARE, PATIENCE = 0.2, 20.0
 # A reading's sequence is kept this long for its answer (which reads only its last line after it).
 RESERVE_SECONDS = 3.0
 
@@ -52,7 +53,6 @@ class Batcher:
 
     def __init__(self, llm, *, slots: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool) -> None:
         import llama_cpp
-
         self._flag = ctypes.create_string_buffer(2)
         self._model = llm._model
         self._ctx = batch_context(self._model, sequences=slots + BASES, n_ctx=n_ctx, n_batch=n_batch,
@@ -72,6 +72,7 @@ class Batcher:
         self.steps = self.widest = 0  # steps decoded; the most jobs one step served
         self._shared_time = [0.0, 0.0]  # seconds decoding answers, and a background read, while both wait
         self._contended = False
+        self._busy_since: float | None = None  # answers have kept the model busy since
         lifecycle.track(self)
         lifecycle.on_stop(self._abort)
         self._thread = lifecycle.start_worker(self._run, name="rag-batch")
@@ -95,10 +96,8 @@ class Batcher:
 
     def cells(self, seq_id: int) -> int:
         """The positions sequence `seq_id` holds in the context (what a job's `slot` holds)."""
-        import llama_cpp
-
         with self._cv:
-            return int(llama_cpp.llama_memory_seq_pos_max(self._ctx.memory, seq_id)) + 1
+            return int(__import__("llama_cpp").llama_memory_seq_pos_max(self._ctx.memory, seq_id)) + 1
 
     def close(self) -> None:
         """Stop every job (each fails with a plain error), join the loop, free the context."""
@@ -110,11 +109,9 @@ class Batcher:
             return
         if not self.closed:
             self.closed = True
-            import llama_cpp
-
             for seq in self._all:
                 seq.free_sampler()
-            llama_cpp.llama_batch_free(self._batch)
+            __import__("llama_cpp").llama_batch_free(self._batch)
             self._ctx.close()
 
     def _abort(self) -> None:
@@ -227,8 +224,10 @@ class Batcher:
         room = self.n_batch - len(writing)
         plan = [(s, [s.next_token], True) for s in writing]
         busy = bool(writing or ahead)
+        self._busy_since = (self._busy_since or time.monotonic()) if busy else None
         self._contended = busy and any(s.job.background for s in reading)
-        behind = self._shared_time[1] > BACKGROUND_SHARE * sum(self._shared_time)
+        behind = (self._shared_time[1] > BACKGROUND_SHARE * sum(self._shared_time)
+                  or time.monotonic() - (self._busy_since or 0.0) < PATIENCE)
         for seq in [*ahead, *(s for s in reading if s.job.background and not (busy and behind))]:
             if room <= 0:
                 break
