@@ -10,7 +10,7 @@ import pytest
 
 from rag.corpus_cache import state_path
 from rag.errors import GeneratorError
-from rag.generation.llama_batch import Job
+from rag.generation.batch_jobs import Job
 from rag.models import small_llm_path
 from rag.pipeline import Rag
 from rag.prompting import SYSTEM_PROMPT

@@ -237,3 +237,19 @@ class StateReader:
             self._job.stop()
         if self._copy is not None:
             self._copy.close()
+
+_lock = threading.Lock()
+_batchers: dict = {}
+
+
+def batcher(engine, *, slots: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool):
+    """The batch of the shared model `engine` (one per model and process): `slots` answers at
+    once, each in a store of `n_ctx` cells of its own."""
+    from rag.generation.llama_batch import Batcher
+
+    with _lock:
+        found = _batchers.get(id(engine))
+        if found is None or found.closed:
+            found = _batchers[id(engine)] = Batcher(engine.llm, slots=slots, n_ctx=n_ctx,
+                                                    n_batch=n_batch, threads=threads, flash_attn=flash_attn)
+        return found

@@ -30,9 +30,9 @@ import numpy as np
 
 from rag import lifecycle
 from rag.errors import GeneratorError
-from rag.generation.batch_jobs import Job, Slot, StateReader, batch_context, common_start, sampler
+from rag.generation.batch_jobs import Job, Slot, batch_context, common_start, sampler
 
-__all__ = ["Batcher", "Job", "StateReader", "batcher"]
+__all__ = ["Batcher"]
 
 log = logging.getLogger("rag.llama")
 
@@ -44,6 +44,7 @@ BACKGROUND_STEP = 32
 # A background read waits while answers are worked on, unless they have kept the model busy for
 # PATIENCE seconds on end: then it gets BACKGROUND_SHARE of the model's time (it ends under any load).
 BACKGROUND_SHARE, PATIENCE = 0.2, 20.0
+QUIET_SECONDS = 2.0  # nor for this long after one (its reading, then its answer; a next question)
 # A reading's sequence is kept this long for its answer (which reads only its last line after it).
 RESERVE_SECONDS = 3.0
 
@@ -73,6 +74,8 @@ class Batcher:
         self._shared_time = [0.0, 0.0]  # seconds decoding answers, and a background read, while both wait
         self._contended = False
         self._busy_since: float | None = None  # answers have kept the model busy since
+        self._last_answer = 0.0  # when the model last worked on an answer
+        self._reading_behind = False  # a background step is being decoded
         lifecycle.track(self)
         lifecycle.on_stop(self._abort)
         self._thread = lifecycle.start_worker(self._run, name="rag-batch")
@@ -84,6 +87,8 @@ class Batcher:
                 raise GeneratorError("the local model is closing")
             self._waiting.append(job)
             self._number_waiting()
+            if self._reading_behind and not job.background:
+                self._flag[0] = b"\x01"  # an answer comes first: the background step in flight stops
             self._cv.notify_all()
         return job
 
@@ -224,15 +229,18 @@ class Batcher:
         room = self.n_batch - len(writing)
         plan = [(s, [s.next_token], True) for s in writing]
         busy = bool(writing or ahead)
-        self._busy_since = (self._busy_since or time.monotonic()) if busy else None
+        now = time.monotonic()
+        self._last_answer = now if busy else self._last_answer
+        self._busy_since = (self._busy_since or now) if busy else None
+        busy = busy or now - self._last_answer < QUIET_SECONDS  # an answer's next part, a next question
         self._contended = busy and any(s.job.background for s in reading)
         behind = (self._shared_time[1] > BACKGROUND_SHARE * sum(self._shared_time)
-                  or time.monotonic() - (self._busy_since or 0.0) < PATIENCE)
+                  or now - (self._busy_since or now) < PATIENCE)
         for seq in [*ahead, *(s for s in reading if s.job.background and not (busy and behind))]:
             if room <= 0:
                 break
             job = seq.job
-            share = (BACKGROUND_STEP if busy else room) if job.background else PREFILL_STEP
+            share = BACKGROUND_STEP if job.background else PREFILL_STEP  # short: an answer soon waits on it
             take = job.tokens[seq.read: seq.read + min(share, room)]
             last = seq.read + len(take) == len(job.tokens)
             plan.append((seq, take, last and bool(job.probes or job.max_tokens)))
@@ -266,14 +274,21 @@ class Batcher:
         self.widest = max(self.widest, len(plan))
         writing = [part for part in plan if part[0].next_token is not None]
         for group in ([writing] if writing else []) + [[part] for part in plan if part[0].next_token is None]:
-            started = time.perf_counter()
+            started, background = time.perf_counter(), group[0][0].job.background
+            with self._cv:
+                self._flag[0] = b"\x01" if self._closing else b"\x00"
+                self._reading_behind = background
             code = self._decode(group)
+            with self._cv:
+                self._reading_behind = False
             if self._contended:
-                self._shared_time[group[0][0].job.background] += time.perf_counter() - started
+                self._shared_time[background] += time.perf_counter() - started
             if code == 0:
                 self._after(group)
                 continue
             self._undo(group)
+            if code == 2 and background and not self._closing:
+                continue  # stopped for an answer: read again later
             for part in group if len(group) > 1 else []:  # again one by one: only those that fail alone fail
                 if self._decode([part]) == 0:
                     self._after([part])
@@ -382,18 +397,3 @@ class Batcher:
         with self._cv:
             self._loads.append(path)
             self._cv.notify_all()
-
-
-_lock = threading.Lock()
-_batchers: dict[int, Batcher] = {}
-
-
-def batcher(engine, *, slots: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool) -> Batcher:
-    """The batch of the shared model `engine` (one per model and process): `slots` answers at
-    once, each in a store of `n_ctx` cells of its own."""
-    with _lock:
-        found = _batchers.get(id(engine))
-        if found is None or found.closed:
-            found = _batchers[id(engine)] = Batcher(engine.llm, slots=slots, n_ctx=n_ctx,
-                                                    n_batch=n_batch, threads=threads, flash_attn=flash_attn)
-        return found

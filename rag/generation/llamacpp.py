@@ -20,7 +20,7 @@ from rag import lifecycle
 from rag.config import Settings
 from rag.cpus import usable_cpus
 from rag.errors import GeneratorError
-from rag.generation import llama_batch, llama_engine
+from rag.generation import batch_jobs, llama_engine
 from rag.judge import NO_WORDS, YES_WORDS, judge_request, yes_share
 from rag.passage_states import HEADER, StateFolder, block_text, state_key
 from rag.refusal import REFUSAL
@@ -76,7 +76,7 @@ class LlamaCppGenerator:
         self._shared = shared
         # Several answers at once (rag.generation.llama_batch) from the shared model; its private
         # copies read states in the background one at a time.
-        self._batcher = llama_batch.batcher(self._engine, slots=parallel, n_ctx=context_tokens,
+        self._batcher = batch_jobs.batcher(self._engine, slots=parallel, n_ctx=context_tokens,
                                             n_batch=batch_tokens, threads=threads or usable_cpus(),
                                             flash_attn=flash_attn) if shared and parallel > 1 else None
         self._background = not shared  # a private copy reads in the background: answers first
@@ -117,7 +117,7 @@ class LlamaCppGenerator:
         disturb the context answering questions; with answers batched, a corpus state is read as
         a job of the batch instead, which cannot starve); `close()` frees it."""
         if self._batcher is not None:
-            return llama_batch.StateReader(self, self._batcher)  # type: ignore[return-value]
+            return batch_jobs.StateReader(self, self._batcher)  # type: ignore[return-value]
         return self.private_copy_alone()
 
     def private_copy_alone(self) -> "LlamaCppGenerator":
@@ -162,7 +162,7 @@ class LlamaCppGenerator:
         """Read the fixed start of every prompt now, so the first question pays only for its own."""
         tokens = self._prefix_tokens(system)
         if self._batcher is not None:
-            self._batcher.submit(llama_batch.Job(tokens, keep_as="chat start")).wait()
+            self._batcher.submit(batch_jobs.Job(tokens, keep_as="chat start")).wait()
             return
         with self._engine.use():
             self._engine.read(tokens, background=self._background)
@@ -284,7 +284,7 @@ class LlamaCppGenerator:
         self._prepare(request)
         return llm.create_chat_completion(messages=[m.model_dump() for m in request.messages], **options), _chat_text
 
-    def _job(self, request: GenerationRequest, answer: GenerationRequest, **options) -> llama_batch.Job | None:
+    def _job(self, request: GenerationRequest, answer: GenerationRequest, **options) -> batch_jobs.Job | None:
         """`request` (`answer`'s own or its reading) as a job of the batch (None when not batched:
         a prompt put together from passage states is read in the shared context, one at a time).
         A reading's sequence is kept for its answer."""
@@ -292,7 +292,7 @@ class LlamaCppGenerator:
             return None
         tokens = self._tokenize(self._format(request.messages), bos=True, special=True)
         key = hashlib.sha256(answer.model_dump_json(include={"messages", "prefix_state"}).encode()).hexdigest()
-        return self._batcher.submit(llama_batch.Job(tokens, prefix_state=request.prefix_state, follows=key, **options))
+        return self._batcher.submit(batch_jobs.Job(tokens, prefix_state=request.prefix_state, follows=key, **options))
 
     def waiting(self) -> int | None:
         """Requests waiting for the batch (None: a new one starts at once, or answers are not batched)."""
@@ -371,7 +371,7 @@ class LlamaCppGenerator:
                 ) from None
 
 
-    def _batched(self, job: llama_batch.Job) -> Iterator[str]:
+    def _batched(self, job: batch_jobs.Job) -> Iterator[str]:
         """The pieces of a batched answer (its place in the queue as notes while it waits)."""
         pieces = job.pieces()
         try:
