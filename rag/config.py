@@ -76,9 +76,10 @@ class Settings(BaseSettings):
     llm_threads: int | None = None  # default: the cores this container may use (its CPU quota)
     llm_batch_tokens: int = Field(512, ge=32, le=8192)  # prompt tokens read per step (n_batch)
     llm_flash_attn: bool = False
-    # Answers the local model writes at once, one batch over a shared key/value store
-    # (rag.generation.llama_batch); 1 = one at a time, each waiting for the one before.
-    llm_parallel: int = Field(4, ge=1, le=16)
+    # Answers the local model writes at once in one batch (rag.generation.llama_batch); 1 = one at
+    # a time, each waiting for the one before (measured faster for one user on two cores, and
+    # within 1.2x for eight: docs/BENCHMARKS.md).
+    llm_parallel: int = Field(1, ge=1, le=16)
     llm_temperature: float = Field(0.1, ge=0.0, le=2.0)
     # Show the model the sentences that match the question best, after the passages.
     prompt_highlights: bool = True
