@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+import llama_cpp  # imported once a local model batches (rag.generation.batch_jobs.batcher)
 import numpy as np
 
 from rag import lifecycle
@@ -53,7 +54,6 @@ class Batcher:
     """The batch of one shared model: `submit` a Job, iterate its `pieces()`."""
 
     def __init__(self, llm, *, slots: int, n_ctx: int, n_batch: int, threads: int, flash_attn: bool) -> None:
-        import llama_cpp
         self._flag = ctypes.create_string_buffer(2)
         self._model = llm._model
         self._ctx = batch_context(self._model, sequences=slots + BASES, n_ctx=n_ctx, n_batch=n_batch,
@@ -102,7 +102,7 @@ class Batcher:
     def cells(self, seq_id: int) -> int:
         """The positions sequence `seq_id` holds in the context (what a job's `slot` holds)."""
         with self._cv:
-            return int(__import__("llama_cpp").llama_memory_seq_pos_max(self._ctx.memory, seq_id)) + 1
+            return int(llama_cpp.llama_memory_seq_pos_max(self._ctx.memory, seq_id)) + 1
 
     def close(self) -> None:
         """Stop every job (each fails with a plain error), join the loop, free the context."""
@@ -116,7 +116,7 @@ class Batcher:
             self.closed = True
             for seq in self._all:
                 seq.free_sampler()
-            __import__("llama_cpp").llama_batch_free(self._batch)
+            llama_cpp.llama_batch_free(self._batch)
             self._ctx.close()
 
     def _abort(self) -> None:
@@ -249,8 +249,6 @@ class Batcher:
 
     def _decode(self, plan: list[tuple[Slot, list[int], bool]]) -> int:
         """Decode the plan as one batch."""
-        import llama_cpp
-
         b = self._batch
         n = 0
         for seq, tokens, logits in plan:
@@ -299,8 +297,6 @@ class Batcher:
                 self._fail(group[0][0], code)
 
     def _undo(self, plan: list[tuple[Slot, list[int], bool]]) -> None:
-        import llama_cpp
-
         for seq, _, _ in plan:
             llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq.id, len(seq.tokens), -1)
 
@@ -314,8 +310,6 @@ class Batcher:
 
     def _after(self, plan: list[tuple[Slot, list[int], bool]]) -> None:
         """Each job's new tokens are in the context: record them, sample, hand out text."""
-        import llama_cpp
-
         index = -1
         for seq, tokens, logits in plan:
             index += len(tokens)
