@@ -68,8 +68,8 @@ def excerpts(selection: Selection, hits: list[Hit], *, budget: int, neighbours: 
     """
     spans = [sentences(h.chunk.text) for h in hits]
     kept = _pick(selection, hits, spans, budget, neighbours)
-    files = list(dict.fromkeys(h.chunk.source for h in hits))
-    order = sorted(range(len(hits)), key=lambda p: files.index(hits[p].chunk.source))
+    first = {source: i for i, source in enumerate(dict.fromkeys(h.chunk.source for h in hits))}
+    order = sorted(range(len(hits)), key=lambda p: first[hits[p].chunk.source])
     out: list[Hit] = []
     where: list[tuple[int, int, int]] = []  # (passage index, start, end) of each excerpt
     for p in order:

@@ -155,6 +155,13 @@ class Slot:
             self.sampler = None
 
 
+def token_probabilities(logits, token_ids: Sequence[int]) -> list[float]:
+    """The probabilities of `token_ids` as the next token, from the model's `logits` (a softmax)."""
+    weights = np.exp(logits.astype("float64") - float(logits.max()))
+    total = weights.sum()
+    return [float(weights[t] / total) for t in token_ids]
+
+
 def common_start(a: Sequence[int], b: Sequence[int]) -> int:
     """The length of the longest common start of `a` and `b`."""
     n = min(len(a), len(b))

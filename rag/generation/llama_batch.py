@@ -31,7 +31,8 @@ import numpy as np
 
 from rag import lifecycle
 from rag.errors import GeneratorError
-from rag.generation.batch_jobs import Job, Slot, batch_context, common_start, sampler
+from rag.generation.batch_jobs import Job, Slot, batch_context, common_start, sampler, token_probabilities
+from rag.generation.llama_priority import BACKGROUND_STEP, QUIET_SECONDS
 
 __all__ = ["Batcher"]
 
@@ -39,13 +40,12 @@ log = logging.getLogger("rag.llama")
 
 BASES = 2  # sequences holding a shared start (a saved corpus state, a chat's fixed start)
 # Prompt tokens a job reads per step, alone or not (other answers' words keep coming, and its
-# rounding does not depend on its company); a background read's slice while answers are worked on.
+# rounding does not depend on its company); a background read takes BACKGROUND_STEP, as one at a time.
 PREFILL_STEP = 128
-BACKGROUND_STEP = 32
 # A background read waits while answers are worked on, unless they have kept the model busy for
 # PATIENCE seconds on end: then it gets BACKGROUND_SHARE of the model's time (it ends under any load).
+# Nor for QUIET_SECONDS after one (its reading, then its answer; a next question), as one at a time.
 BACKGROUND_SHARE, PATIENCE = 0.2, 20.0
-QUIET_SECONDS = 2.0  # nor for this long after one (its reading, then its answer; a next question)
 # A reading's sequence is kept this long for its answer (which reads only its last line after it).
 RESERVE_SECONDS = 3.0
 
@@ -325,8 +325,7 @@ class Batcher:
                 continue
             if job.probes and job.probabilities is None:
                 row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,))
-                weights = np.exp(row.astype("float64") - float(row.max()))
-                job.probabilities = [float(weights[t] / weights.sum()) for t in job.probes]
+                job.probabilities = token_probabilities(row, job.probes)
             if job.max_tokens == 0:
                 self._done(seq)
                 continue

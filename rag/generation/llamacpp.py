@@ -14,8 +14,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from rag import lifecycle
 from rag.config import Settings
 from rag.cpus import usable_cpus
@@ -263,10 +261,7 @@ class LlamaCppGenerator:
 
         def processor(_input_ids, scores):
             if not seen:
-                logits = scores.astype("float64")
-                weights = np.exp(logits - logits.max())
-                total = weights.sum()
-                seen.append([float(weights[t] / total) for t in token_ids])
+                seen.append(batch_jobs.token_probabilities(scores, token_ids))
             return scores
 
         return processor
