@@ -7,7 +7,7 @@
 Starts `rag serve` on 127.0.0.1 over a copy of seeds/ (the `Server` of bench_load.py), waits for
 its first index build and, with `--generator llamacpp`, for the corpus state the server reads
 once per build in the background (`index/kv/<build>-<model>.state`, written aside then renamed;
-`--no-wait-state` skips the wait). With llamacpp the copy is indexed (`rag index`) before the
+`--no-wait-state` skips the wait, and reports when the server saved it while the clients asked). With llamacpp the copy is indexed (`rag index`) before the
 server starts: its warm-up then finds a build and starts that read (a server that starts
 without an index reads the corpus only when the first question comes). Then --clients threads,
 each with its own `openai.OpenAI` client pointed at `/v1`, ask the answerable questions of the
@@ -275,7 +275,16 @@ def measure_mode(args, parallel: int | None, model_path: Path | None, questions:
                 except TimeoutError as exc:
                     log(f"{exc}; measuring anyway (answers from the windowed prompt)")
                     state["seconds"] = args.state_timeout
+            watching = threading.Event()
+            watcher = None
+            if args.generator == "llamacpp" and not state["waited"]:  # is it read while the clients ask?
+                state.update(read_under_load=True, saved_after_s=None)
+                watcher = threading.Thread(target=watch_state, args=(server.index, state, watching), daemon=True)
+                watcher.start()
             measured = run(args, server, questions)
+            watching.set()
+            if watcher is not None:
+                watcher.join()
             died = server.process.poll() is not None
             if died:
                 log(f"the server died during the run:\n{server.log_tail()}")
@@ -287,6 +296,15 @@ def measure_mode(args, parallel: int | None, model_path: Path | None, questions:
 
 
 # -- the report (pure) ---------------------------------------------------------------------------
+def watch_state(index_dir: Path, state: dict, done: threading.Event) -> None:
+    """Record in `state` when the corpus state is saved, in seconds after the clients started."""
+    started = time.monotonic()
+    while not done.wait(1.0):
+        if saved_state(index_dir) is not None:
+            state["saved_after_s"] = round(time.monotonic() - started, 1)
+            return
+
+
 def setting_name(parallel: int | None) -> str:
     return "server default" if parallel is None else f"RAG_LLM_PARALLEL={parallel}"
 
@@ -444,6 +462,9 @@ def human(s: dict) -> str:
         ("corpus state wait s", lambda m: _cell(m["corpus_state"].get("seconds"))
          + ("" if m["corpus_state"].get("saved", True) else " NOT saved") if m["corpus_state"]["waited"]
          else "not waited"),
+        ("corpus state saved under load", lambda m: ("not read under load" if not m["corpus_state"].get("read_under_load")
+                                                     else "NOT saved" if m["corpus_state"]["saved_after_s"] is None
+                                                     else f"after {m['corpus_state']['saved_after_s']:g}s")),
         ("requests (+warm-up)", lambda m: f"{m['requests']} (+{m['warmup_requests']})"),
         ("errors", lambda m: str(m["errors"]) + (" server died" if m["server_died"] else "")),
         ("latency p50/p95/max s", lambda m: _cell(*m["latency_s"].values())),

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "refusal-probability": ("bench_refusal_probability", "The local model's first-token refusal probability."),
     "idle": ("bench_idle", "CPU used by an idle `rag serve`, with and without the idle queue."),
     "load": ("bench_load", "Load test of the chat server: concurrent chat users against `rag serve`."),
+    "batch-split": ("bench_batch_split", "Where an answer's time goes on the local model, and what a batch can save."),
     "load-openai": ("bench_load_openai", "Load test of the OpenAI endpoint of `rag serve`, RAG_LLM_PARALLEL values side by side."),
     "multihop": ("bench_multihop", "Multi-hop retrieval on HotpotQA: one hop against two."),
     "scale": ("bench_scale", "Vector search at scale: FAISS flat, HNSW, IVF and pgvector HNSW."),

@@ -32,7 +32,7 @@ import numpy as np
 from rag import lifecycle
 from rag.errors import GeneratorError
 from rag.generation.batch_jobs import Job, Slot, batch_context, common_start, sampler, token_probabilities
-from rag.generation.llama_priority import BACKGROUND_STEP, QUIET_SECONDS
+from rag.generation.llama_priority import BACKGROUND_SHARE, BACKGROUND_STEP, PATIENCE, QUIET_SECONDS
 
 __all__ = ["Batcher"]
 
@@ -42,10 +42,9 @@ BASES = 2  # sequences holding a shared start (a saved corpus state, a chat's fi
 # Prompt tokens a job reads per step, alone or not (other answers' words keep coming, and its
 # rounding does not depend on its company); a background read takes BACKGROUND_STEP, as one at a time.
 PREFILL_STEP = 128
-# A background read waits while answers are worked on, unless they have kept the model busy for
-# PATIENCE seconds on end: then it gets BACKGROUND_SHARE of the model's time (it ends under any load).
-# Nor for QUIET_SECONDS after one (its reading, then its answer; a next question), as one at a time.
-BACKGROUND_SHARE, PATIENCE = 0.2, 20.0
+# A background read waits while answers are worked on, and QUIET_SECONDS after one, unless they
+# have kept the model busy for PATIENCE seconds on end: then it gets BACKGROUND_SHARE of the
+# model's time (it ends under any load), as one at a time (rag.generation.llama_priority).
 # A reading's sequence is kept this long for its answer (which reads only its last line after it).
 RESERVE_SECONDS = 3.0
 

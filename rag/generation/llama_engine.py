@@ -14,12 +14,11 @@ The one module that touches llama-cpp-python's process-wide switches and private
   in progress returns within a step when its engine is closed or the process shuts down.
 - **Freeing.** `rag.lifecycle` joins the background work, then closes private contexts, then
   the shared models, before the interpreter tears down.
-- **Private fields.** Saving and restoring a prefix's key/value state needs the context pointer
-  and the token list the high-level `Llama` keeps to itself; `Engine` is the one class that
-  reaches them.
+- **Private fields.** Saving and restoring a prefix's key/value state needs the context pointer and
+  the token list the high-level `Llama` keeps to itself; `Engine` is the one class that reaches them.
 - **Sequences.** A context holds a few sequences over one key/value store: 0 answers, 1 carries a
   saved passage's state in and out, 2 re-reads one token inside 0 (`append_state`, `replace_token`).
-- **Answers first.** A background read waits while a shared model answers (llama_priority).
+- **Answers first.** Background reads yield to a shared model's answers, within a share (llama_priority).
 """
 
 from __future__ import annotations
@@ -261,14 +260,15 @@ class Engine:
         try:
             for start in range(0, len(tokens), step):
                 while True:
-                    while background and not priority.wait_until_idle() and not self._closing:
+                    while background and not priority.may_read(self) and not self._closing:
                         pass
                     with priority.lock:
                         self._paused = False
                         if not self._closing:
                             self._flag[0] = b"\x00"
                     try:
-                        self.llm.eval(tokens[start:start + step])
+                        with priority.stepping(self):
+                            self.llm.eval(tokens[start:start + step])
                         break
                     except RuntimeError:
                         if not self._paused or self._closing:

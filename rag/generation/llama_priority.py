@@ -4,6 +4,11 @@ their own) yield to answers, since two cores cannot serve both at once.
 A shared model's use (`answering`) makes background reads wait (`wait_until_idle`) and stops a
 read's step in flight (`pause` on every engine registered by `reading_behind`); a background read
 decodes BACKGROUND_STEP tokens at a time and goes on QUIET_SECONDS after the last answer's use.
+
+It cannot starve: once answers have kept the model busy for PATIENCE seconds on end, a read takes
+a step between two uses whenever its steps have had less than BACKGROUND_SHARE of the time since
+(`may_read`); answers wait for that step (at most one, about half a second) rather than share the
+cores with it.
 """
 
 from __future__ import annotations
@@ -19,16 +24,28 @@ BACKGROUND_STEP = 32
 # Seconds after a shared model was last used before background reading goes on: an answer uses
 # it twice a moment apart (the reading pass, then the answer), and a user's next question follows.
 QUIET_SECONDS = 2.0
+# Under continuous answers, a background read's share of the model's time, after PATIENCE seconds.
+# The read it serves (the corpus state) halves the reading of every later answer, so the sooner
+# it ends the better for all; a third keeps the answers meanwhile at two thirds of their speed.
+BACKGROUND_SHARE, PATIENCE = 1 / 3, 20.0
 lock = threading.Condition()
 _answering = [0]
 _last_answer = [0.0]
 _behind: set = set()  # engines reading in the background right now (each has `pause()`)
+_sharing: set = set()  # engines taking their share's step now (answers wait for it)
+_busy = {"since": None, "reading": 0.0}  # answers kept the model busy since; share steps' seconds since
 
 
 @contextmanager
 def answering() -> Iterator[None]:
-    """A shared model is in use for an answer: background reads stop their step and wait."""
+    """A shared model is in use for an answer: background reads stop their step and wait (a
+    step taken as its share ends first)."""
     with lock:
+        while _sharing:
+            lock.wait()
+        now = time.monotonic()
+        if _answering[0] == 0 and now - _last_answer[0] >= QUIET_SECONDS:
+            _busy.update(since=now, reading=0.0)  # busy from now on
         _answering[0] += 1
         behind = list(_behind)
     for engine in behind:
@@ -67,3 +84,38 @@ def wait_until_idle(timeout: float = 1.0) -> bool:
             if now >= deadline:
                 return False
             lock.wait(deadline - now if quiet is None else min(quiet, deadline - now))
+
+
+def may_read(engine, timeout: float = 1.0) -> bool:
+    """Whether `engine`'s background read may take a step now: the model is quiet, or its share
+    is due (then the step is not paused, answers wait for it, and `step_done` must follow)."""
+    if wait_until_idle(timeout):
+        return True
+    with lock:
+        since, now = _busy["since"], time.monotonic()
+        # Between two uses, after answers that came on end for PATIENCE seconds (a shorter spell
+        # followed by quiet is waited out).
+        if (_answering[0] == 0 and since is not None and _last_answer[0] - since >= PATIENCE
+                and _busy["reading"] <= BACKGROUND_SHARE * (now - since)):
+            _sharing.add(engine)
+            return True
+    return False
+
+
+@contextmanager
+def stepping(engine) -> Iterator[None]:
+    """A step of `engine`'s read (counted in its share if `may_read` gave it as one)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        step_done(engine, time.monotonic() - started)
+
+
+def step_done(engine, seconds: float) -> None:
+    """`engine`'s step is over (it took `seconds`): counted in its share if it was one."""
+    with lock:
+        if engine in _sharing:
+            _sharing.discard(engine)
+            _busy["reading"] += seconds
+            lock.notify_all()
