@@ -26,7 +26,7 @@ class Reader:
     def run(self, until: threading.Event) -> None:
         with priority.reading_behind(self):
             while not until.is_set():
-                if not priority.may_read(self, timeout=0.02):
+                if not priority.may_read(self):  # as the engine asks: woken when an answer ends
                     continue
                 started, self.stepping = time.monotonic(), True
                 with priority.stepping(self):
@@ -42,7 +42,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(priority, "_last_answer", [0.0])
     monkeypatch.setattr(priority, "_behind", set())
     monkeypatch.setattr(priority, "_sharing", set())
-    monkeypatch.setattr(priority, "_busy", {"since": None, "reading": 0.0})
+    monkeypatch.setattr(priority, "_busy", {"since": None, "next": 0.0})
     monkeypatch.setattr(priority, "QUIET_SECONDS", 0.5)
     monkeypatch.setattr(priority, "PATIENCE", 0.6)
 

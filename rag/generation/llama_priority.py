@@ -6,9 +6,8 @@ read's step in flight (`pause` on every engine registered by `reading_behind`); 
 decodes BACKGROUND_STEP tokens at a time and goes on QUIET_SECONDS after the last answer's use.
 
 It cannot starve: once answers have kept the model busy for PATIENCE seconds on end, a read takes
-a step between two uses whenever its steps have had less than BACKGROUND_SHARE of the time since
-(`may_read`); answers wait for that step (at most one, about half a second) rather than share the
-cores with it.
+a step between two uses, spaced so that its steps have BACKGROUND_SHARE of the time (`may_read`);
+answers wait for that step (one, about a second) rather than share the cores with it.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ _answering = [0]
 _last_answer = [0.0]
 _behind: set = set()  # engines reading in the background right now (each has `pause()`)
 _sharing: set = set()  # engines taking their share's step now (answers wait for it)
-_busy = {"since": None, "reading": 0.0}  # answers kept the model busy since; share steps' seconds since
+_busy = {"since": None, "next": 0.0}  # answers kept the model busy since; the next share's step from
 
 
 @contextmanager
@@ -45,7 +44,7 @@ def answering() -> Iterator[None]:
             lock.wait()
         now = time.monotonic()
         if _answering[0] == 0 and now - _last_answer[0] >= QUIET_SECONDS:
-            _busy.update(since=now, reading=0.0)  # busy from now on
+            _busy.update(since=now, next=0.0)  # busy from now on
         _answering[0] += 1
         behind = list(_behind)
     for engine in behind:
@@ -74,6 +73,17 @@ def reading_behind(engine) -> Iterator[None]:
 def wait_until_idle(timeout: float = 1.0) -> bool:
     """Wait (up to `timeout`) while a shared model is answering or was in the last
     QUIET_SECONDS; True when it is quiet."""
+    return _wait(timeout, None)
+
+
+def may_read(engine, timeout: float = 1.0) -> bool:
+    """Wait (up to `timeout`) until `engine`'s background read may take a step: the model is
+    quiet, or its share is due between two uses (then the step is not paused, answers wait for
+    it, and `step_done` must follow). False at the timeout."""
+    return _wait(timeout, engine)
+
+
+def _wait(timeout: float, engine) -> bool:
     deadline = time.monotonic() + timeout
     with lock:
         while True:
@@ -81,25 +91,17 @@ def wait_until_idle(timeout: float = 1.0) -> bool:
             quiet = QUIET_SECONDS - (now - _last_answer[0]) if _answering[0] == 0 else None
             if quiet is not None and quiet <= 0:
                 return True
+            # Between two uses (woken as one ends), after answers that came on end for PATIENCE
+            # seconds (a shorter spell followed by quiet is waited out), once the last share's
+            # step is paid for.
+            since = _busy["since"]
+            if (quiet is not None and engine is not None and since is not None
+                    and _last_answer[0] - since >= PATIENCE and now >= _busy["next"]):
+                _sharing.add(engine)
+                return True
             if now >= deadline:
                 return False
             lock.wait(deadline - now if quiet is None else min(quiet, deadline - now))
-
-
-def may_read(engine, timeout: float = 1.0) -> bool:
-    """Whether `engine`'s background read may take a step now: the model is quiet, or its share
-    is due (then the step is not paused, answers wait for it, and `step_done` must follow)."""
-    if wait_until_idle(timeout):
-        return True
-    with lock:
-        since, now = _busy["since"], time.monotonic()
-        # Between two uses, after answers that came on end for PATIENCE seconds (a shorter spell
-        # followed by quiet is waited out).
-        if (_answering[0] == 0 and since is not None and _last_answer[0] - since >= PATIENCE
-                and _busy["reading"] <= BACKGROUND_SHARE * (now - since)):
-            _sharing.add(engine)
-            return True
-    return False
 
 
 @contextmanager
@@ -115,7 +117,7 @@ def stepping(engine) -> Iterator[None]:
 def step_done(engine, seconds: float) -> None:
     """`engine`'s step is over (it took `seconds`): counted in its share if it was one."""
     with lock:
-        if engine in _sharing:
+        if engine in _sharing:  # the next share's step after answers had the rest of the time
             _sharing.discard(engine)
-            _busy["reading"] += seconds
+            _busy["next"] = time.monotonic() + seconds * (1 / BACKGROUND_SHARE - 1)
             lock.notify_all()
