@@ -6,8 +6,9 @@ read's step in flight (`pause` on every engine registered by `reading_behind`); 
 decodes BACKGROUND_STEP tokens at a time and goes on QUIET_SECONDS after the last answer's use.
 
 It cannot starve: once answers have kept the model busy for PATIENCE seconds on end, a read takes
-a step between two uses, spaced so that its steps have BACKGROUND_SHARE of the time (`may_read`);
-answers wait for that step (one, about a second) rather than share the cores with it.
+a step between two uses, spaced so that its steps have BACKGROUND_SHARE of the time (`may_read`):
+an answer that would start when a step is due hands over first, and answers wait for that step
+(one, about a second) rather than share the cores with it.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ QUIET_SECONDS = 2.0
 # The read it serves (the corpus state) halves the reading of every later answer, so the sooner
 # it ends the better for all; a third keeps the answers meanwhile at two thirds of their speed.
 BACKGROUND_SHARE, PATIENCE = 1 / 3, 20.0
+# How long an answer waits for a read whose share is due to start its step (it is woken at once).
+HAND_OVER_SECONDS = 0.5
 lock = threading.Condition()
 _answering = [0]
 _last_answer = [0.0]
 _behind: set = set()  # engines reading in the background right now (each has `pause()`)
 _sharing: set = set()  # engines taking their share's step now (answers wait for it)
+_wanting: set = set()  # engines whose background read waits for a step
 _busy = {"since": None, "next": 0.0}  # answers kept the model busy since; the next share's step from
 
 
@@ -40,8 +44,11 @@ def answering() -> Iterator[None]:
     """A shared model is in use for an answer: background reads stop their step and wait (a
     step taken as its share ends first)."""
     with lock:
-        while _sharing:
-            lock.wait()
+        handed = time.monotonic() + HAND_OVER_SECONDS
+        while _sharing or (_wanting and _answering[0] == 0 and _share_due(time.monotonic())
+                           and time.monotonic() < handed):
+            lock.notify_all()  # a read whose share is due takes its step first
+            lock.wait(0.05)
         now = time.monotonic()
         if _answering[0] == 0 and now - _last_answer[0] >= QUIET_SECONDS:
             _busy.update(since=now, next=0.0)  # busy from now on
@@ -83,25 +90,32 @@ def may_read(engine, timeout: float = 1.0) -> bool:
     return _wait(timeout, engine)
 
 
+def _share_due(now: float) -> bool:
+    """Answers came on end for PATIENCE seconds (a shorter spell followed by quiet is waited out),
+    and the last share's step is paid for."""
+    since = _busy["since"]
+    return since is not None and _last_answer[0] - since >= PATIENCE and now >= _busy["next"]
+
+
 def _wait(timeout: float, engine) -> bool:
     deadline = time.monotonic() + timeout
     with lock:
-        while True:
-            now = time.monotonic()
-            quiet = QUIET_SECONDS - (now - _last_answer[0]) if _answering[0] == 0 else None
-            if quiet is not None and quiet <= 0:
-                return True
-            # Between two uses (woken as one ends), after answers that came on end for PATIENCE
-            # seconds (a shorter spell followed by quiet is waited out), once the last share's
-            # step is paid for.
-            since = _busy["since"]
-            if (quiet is not None and engine is not None and since is not None
-                    and _last_answer[0] - since >= PATIENCE and now >= _busy["next"]):
-                _sharing.add(engine)
-                return True
-            if now >= deadline:
-                return False
-            lock.wait(deadline - now if quiet is None else min(quiet, deadline - now))
+        if engine is not None:
+            _wanting.add(engine)
+        try:
+            while True:
+                now = time.monotonic()
+                quiet = QUIET_SECONDS - (now - _last_answer[0]) if _answering[0] == 0 else None
+                if quiet is not None and quiet <= 0:
+                    return True
+                if quiet is not None and engine is not None and _share_due(now):  # between two uses
+                    _sharing.add(engine)
+                    return True
+                if now >= deadline:
+                    return False
+                lock.wait(deadline - now if quiet is None else min(quiet, deadline - now))
+        finally:
+            _wanting.discard(engine)
 
 
 @contextmanager
