@@ -42,7 +42,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(priority, "_last_answer", [0.0])
     monkeypatch.setattr(priority, "_behind", set())
     monkeypatch.setattr(priority, "_sharing", set())
-    monkeypatch.setattr(priority, "_busy", {"since": None, "next": 0.0})
+    monkeypatch.setattr(priority, "_busy", {"since": None, "reading": 0.0})
     monkeypatch.setattr(priority, "QUIET_SECONDS", 0.5)
     monkeypatch.setattr(priority, "PATIENCE", 0.6)
 

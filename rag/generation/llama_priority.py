@@ -6,7 +6,7 @@ read's step in flight (`pause` on every engine registered by `reading_behind`); 
 decodes BACKGROUND_STEP tokens at a time and goes on QUIET_SECONDS after the last answer's use.
 
 It cannot starve: once answers have kept the model busy for PATIENCE seconds on end, a read takes
-a step between two uses, spaced so that its steps have BACKGROUND_SHARE of the time (`may_read`):
+a step between two uses whenever its steps have had less than BACKGROUND_SHARE of the time (`may_read`):
 an answer that would start when a step is due hands over first, and answers wait for that step
 (one, about a second) rather than share the cores with it.
 """
@@ -30,13 +30,14 @@ QUIET_SECONDS = 2.0
 BACKGROUND_SHARE, PATIENCE = 1 / 3, 20.0
 # How long an answer waits for a read whose share is due to start its step (it is woken at once).
 HAND_OVER_SECONDS = 0.5
+MAX_OWED = 2.0  # seconds of its share a read may take back to back after it was kept waiting
 lock = threading.Condition()
 _answering = [0]
 _last_answer = [0.0]
 _behind: set = set()  # engines reading in the background right now (each has `pause()`)
 _sharing: set = set()  # engines taking their share's step now (answers wait for it)
 _wanting: set = set()  # engines whose background read waits for a step
-_busy = {"since": None, "next": 0.0}  # answers kept the model busy since; the next share's step from
+_busy = {"since": None, "reading": 0.0}  # answers kept the model busy since; share steps' seconds since
 
 
 @contextmanager
@@ -51,7 +52,7 @@ def answering() -> Iterator[None]:
             lock.wait(0.05)
         now = time.monotonic()
         if _answering[0] == 0 and now - _last_answer[0] >= QUIET_SECONDS:
-            _busy.update(since=now, next=0.0)  # busy from now on
+            _busy.update(since=now, reading=0.0)  # busy from now on
         _answering[0] += 1
         behind = list(_behind)
     for engine in behind:
@@ -92,9 +93,10 @@ def may_read(engine, timeout: float = 1.0) -> bool:
 
 def _share_due(now: float) -> bool:
     """Answers came on end for PATIENCE seconds (a shorter spell followed by quiet is waited out),
-    and the last share's step is paid for."""
+    and the read's steps since have had less than BACKGROUND_SHARE of the time."""
     since = _busy["since"]
-    return since is not None and _last_answer[0] - since >= PATIENCE and now >= _busy["next"]
+    return (since is not None and _last_answer[0] - since >= PATIENCE
+            and _busy["reading"] < BACKGROUND_SHARE * (now - since))
 
 
 def _wait(timeout: float, engine) -> bool:
@@ -131,7 +133,9 @@ def stepping(engine) -> Iterator[None]:
 def step_done(engine, seconds: float) -> None:
     """`engine`'s step is over (it took `seconds`): counted in its share if it was one."""
     with lock:
-        if engine in _sharing:  # the next share's step after answers had the rest of the time
+        if engine in _sharing:
             _sharing.discard(engine)
-            _busy["next"] = time.monotonic() + seconds * (1 / BACKGROUND_SHARE - 1)
+            # Time it did not take (no read was waiting) is not owed later beyond MAX_OWED.
+            owed = BACKGROUND_SHARE * (time.monotonic() - seconds - _busy["since"]) - _busy["reading"]
+            _busy["reading"] += max(0.0, owed - MAX_OWED) + seconds
             lock.notify_all()
