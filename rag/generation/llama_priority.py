@@ -138,4 +138,5 @@ def step_done(engine, seconds: float) -> None:
             # Time it did not take (no read was waiting) is not owed later beyond MAX_OWED.
             owed = BACKGROUND_SHARE * (time.monotonic() - seconds - _busy["since"]) - _busy["reading"]
             _busy["reading"] += max(0.0, owed - MAX_OWED) + seconds
+            _last_answer[0] = time.monotonic()  # the model was in use: answers on end go on
             lock.notify_all()
