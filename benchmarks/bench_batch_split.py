@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"At the corpus's depth ({len(prompt)} tokens), reading a slice: {one['reading_tokens_per_s']} tokens/s "
           f"one at a time, {steps['reading_tokens_per_s']} in the batch's layout; writing one token: "
           f"{one['steps'][1]['step_ms']} ms one at a time\n")
-    print("| answers written together (k) | step | tokens written a second | cost vs one | bound on answers/s vs one at a time |")
+    print("| answers written together (k) | step | tokens written a second | cost vs one "
+          "| bound on answers/s vs one at a time |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for k, s in steps["steps"].items():
         print(f"| {k} | {s['step_ms']} ms | {s['written_per_s']} | {s['cost_vs_one']}x | {bound[k]}x |")

@@ -305,6 +305,12 @@ def watch_state(index_dir: Path, state: dict, done: threading.Event) -> None:
             return
 
 
+def saved_under_load(state: dict) -> str:
+    if not state.get("read_under_load"):
+        return "not read under load"
+    return "NOT saved" if state["saved_after_s"] is None else f"after {state['saved_after_s']:g}s"
+
+
 def setting_name(parallel: int | None) -> str:
     return "server default" if parallel is None else f"RAG_LLM_PARALLEL={parallel}"
 
@@ -462,9 +468,7 @@ def human(s: dict) -> str:
         ("corpus state wait s", lambda m: _cell(m["corpus_state"].get("seconds"))
          + ("" if m["corpus_state"].get("saved", True) else " NOT saved") if m["corpus_state"]["waited"]
          else "not waited"),
-        ("corpus state saved under load", lambda m: ("not read under load" if not m["corpus_state"].get("read_under_load")
-                                                     else "NOT saved" if m["corpus_state"]["saved_after_s"] is None
-                                                     else f"after {m['corpus_state']['saved_after_s']:g}s")),
+        ("corpus state saved under load", lambda m: saved_under_load(m["corpus_state"])),
         ("requests (+warm-up)", lambda m: f"{m['requests']} (+{m['warmup_requests']})"),
         ("errors", lambda m: str(m["errors"]) + (" server died" if m["server_died"] else "")),
         ("latency p50/p95/max s", lambda m: _cell(*m["latency_s"].values())),

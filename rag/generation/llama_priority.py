@@ -6,9 +6,9 @@ read's step in flight (`pause` on every engine registered by `reading_behind`); 
 decodes BACKGROUND_STEP tokens at a time and goes on QUIET_SECONDS after the last answer's use.
 
 It cannot starve: once answers have kept the model busy for PATIENCE seconds on end, a read takes
-a step between two uses whenever its steps have had less than BACKGROUND_SHARE of the time (`may_read`):
-an answer that would start when a step is due hands over first, and answers wait for that step
-(one, about a second) rather than share the cores with it.
+a step between two uses whenever its steps have had less than BACKGROUND_SHARE of the time
+(`may_read`): an answer that would start when a step is due hands over first, and answers wait
+for that step (one, about a second) rather than share the cores with it.
 """
 
 from __future__ import annotations
