@@ -294,3 +294,19 @@ def test_command_line_options(capsys):
 def test_vm_rss_reads_a_live_process_and_is_zero_for_a_gone_one():
     assert vm_rss(os.getpid()) > 2**20
     assert vm_rss(2**22 + 7) == 0  # above the kernel's largest pid
+
+
+def test_the_state_saved_while_clients_ask_is_timed_and_reported(tmp_path):
+    import threading
+
+    index = _index(tmp_path)
+    state = {"read_under_load": True, "saved_after_s": None}
+    done = threading.Event()
+    watcher = threading.Thread(target=bench.watch_state, args=(index, state, done))
+    watcher.start()
+    assert bench.saved_under_load(state) == "NOT saved"
+    (index / "kv" / "b2-abc.state").write_bytes(b"state")
+    watcher.join(timeout=5)
+    done.set()
+    assert state["saved_after_s"] is not None and bench.saved_under_load(state).startswith("after ")
+    assert bench.saved_under_load({"waited": True}) == "not read under load"
