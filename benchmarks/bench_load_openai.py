@@ -185,6 +185,7 @@ class Measured:
     results: list[Result]
     cpu: dict | None  # cores used from the start of the measured window to its end
     rss: list[tuple[float, int]]  # (seconds since the measured start, VmRSS bytes), one a second
+    warmup: float = 0.0  # seconds of warm-up before the measured start (clients started then)
 
 
 def run(args, server: Server, questions: list[Question]) -> Measured:
@@ -245,7 +246,7 @@ def run(args, server: Server, questions: list[Question]) -> Measured:
                "load_generator_cores": round((sum(os.times()[:2]) - cpu_start[1]) / wall, 2)}
     for r in results:
         r.started -= args.warmup  # measured time starts at 0
-    return Measured(results, cpu, rss)
+    return Measured(results, cpu, rss, args.warmup)
 
 
 def measure_mode(args, parallel: int | None, model_path: Path | None, questions: list[Question],
@@ -309,6 +310,12 @@ def saved_under_load(state: dict) -> str:
     if not state.get("read_under_load"):
         return "not read under load"
     return "NOT saved" if state["saved_after_s"] is None else f"after {state['saved_after_s']:g}s"
+
+
+def after_state(after: dict | None) -> str:
+    if after is None:
+        return "-"
+    return f"{after['requests']} / {_cell(after['latency_s']['p50'], after['latency_s']['p95'])} / {after['throughput_rps']}"
 
 
 def setting_name(parallel: int | None) -> str:
@@ -393,6 +400,12 @@ def mode_summary(parallel: int | None, measured: Measured, questions: list[Quest
                          "end": [round(x, 2) for x in os.getloadavg()]},
         "server_died": server_died,
     }
+    saved = state.get("saved_after_s")
+    if saved is not None:  # the answers asked after the state was saved while the clients asked
+        after = [r for r in ok if r.started >= saved - measured.warmup]
+        rest = span - max(0.0, saved - measured.warmup)
+        summary["after_state"] = {"requests": len(after), "latency_s": _latency([r.latency for r in after]),
+                                  "throughput_rps": round(len(after) / rest, 3) if after and rest > 0 else None}
     state_ok = not state.get("waited") or bool(state.get("saved"))
     summary["passed"] = not errors and bool(ok) and state_ok and not server_died
     return summary
@@ -469,6 +482,7 @@ def human(s: dict) -> str:
          + ("" if m["corpus_state"].get("saved", True) else " NOT saved") if m["corpus_state"]["waited"]
          else "not waited"),
         ("corpus state saved under load", lambda m: saved_under_load(m["corpus_state"])),
+        ("  after it: answers / p50 / p95 s / answers a second", lambda m: after_state(m.get("after_state"))),
         ("requests (+warm-up)", lambda m: f"{m['requests']} (+{m['warmup_requests']})"),
         ("errors", lambda m: str(m["errors"]) + (" server died" if m["server_died"] else "")),
         ("latency p50/p95/max s", lambda m: _cell(*m["latency_s"].values())),

@@ -310,3 +310,15 @@ def test_the_state_saved_while_clients_ask_is_timed_and_reported(tmp_path):
     done.set()
     assert state["saved_after_s"] is not None and bench.saved_under_load(state).startswith("after ")
     assert bench.saved_under_load({"waited": True}) == "not read under load"
+
+
+def test_answers_asked_after_a_state_saved_under_load_are_summed_apart():
+    results = [_result(started=float(t), latency=6.0 if t < 10 else 2.0) for t in range(0, 20, 2)]
+    m = _mode(1, results, state={"waited": False, "read_under_load": True, "saved_after_s": 10.0})
+    after = m["after_state"]
+    assert after["requests"] == 5 and after["latency_s"]["p50"] == 2.0
+    assert after["throughput_rps"] == round(5 / (m["measured_span_s"] - 10.0), 3)
+    assert "after_state" not in _mode(1, results)
+    run = {"generator": "llamacpp", "model": "qwen", "model_id": "rag", "clients": 2, "stream": "mixed",
+           "warmup_s": 0.0, "duration_s": 20.0, "per_client": None, "parallel": [1], "questions": 3}
+    assert f"5 / 2 / 2 / {after['throughput_rps']:g}" in bench.human(bench.report(run, [m], [{}]))
