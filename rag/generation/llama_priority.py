@@ -24,9 +24,9 @@ BACKGROUND_STEP = 32
 # Seconds after a shared model was last used before background reading goes on: an answer uses
 # it twice a moment apart (the reading pass, then the answer), and a user's next question follows.
 QUIET_SECONDS = 2.0
-# Under continuous answers, a background read's share of the model's time, after PATIENCE seconds.
-# The read it serves (the corpus state) halves the reading of every later answer, so the sooner
-# it ends the better for all; a third keeps the answers meanwhile at two thirds of their speed.
+# Under continuous answers, a background read's share of the model's time, after PATIENCE seconds:
+# a choice, not a fit (a third keeps the answers meanwhile at two thirds of the model; the corpus
+# state of the seeds was saved after 514 s with 8 clients asking, docs/BENCHMARKS.md).
 BACKGROUND_SHARE, PATIENCE = 1 / 3, 20.0
 # How long an answer waits for a read whose share is due to start its step (it is woken at once).
 HAND_OVER_SECONDS = 0.5
@@ -87,7 +87,7 @@ def wait_until_idle(timeout: float = 1.0) -> bool:
 def may_read(engine, timeout: float = 1.0) -> bool:
     """Wait (up to `timeout`) until `engine`'s background read may take a step: the model is
     quiet, or its share is due between two uses (then the step is not paused, answers wait for
-    it, and `step_done` must follow). False at the timeout."""
+    it, and its step runs in `stepping`). False at the timeout."""
     return _wait(timeout, engine)
 
 
@@ -127,10 +127,10 @@ def stepping(engine) -> Iterator[None]:
     try:
         yield
     finally:
-        step_done(engine, time.monotonic() - started)
+        _step_done(engine, time.monotonic() - started)
 
 
-def step_done(engine, seconds: float) -> None:
+def _step_done(engine, seconds: float) -> None:
     """`engine`'s step is over (it took `seconds`): counted in its share if it was one."""
     with lock:
         if engine in _sharing:
